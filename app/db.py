@@ -1,0 +1,167 @@
+"""Engine, sessions and the table metadata shared by API, dashboard, CLI and workers.
+
+One request, one task or one command is one unit of work: it gets one session,
+commits once at the edge on success and rolls back on any error. Services only
+``flush``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import Depends
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session, SQLModel
+
+from app.settings import Settings, get_settings, sqlite_path
+
+# Named constraints make SQLite batch migrations work and keep names stable across databases.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+SQLModel.metadata.naming_convention = NAMING_CONVENTION
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always returned timezone-aware.
+
+    SQLite keeps no offset, so values are normalised to UTC on the way in and
+    marked UTC on the way out; naive datetimes are refused rather than guessed.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: timestamps must carry an offset")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    """WAL, foreign keys and a busy timeout on every SQLite connection of the process.
+
+    Registered on the Engine class so the Celery broker and result-backend engines
+    (created by kombu and Celery) get the same treatment as ours.
+    """
+    module = type(dbapi_connection).__module__
+    if "sqlite" not in module:
+        return
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout = 10000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def create_db_engine(url: str, settings: Settings | None = None) -> Engine:
+    """An engine for ``url``: SQLite tuned for several processes, PostgreSQL with a bounded pool."""
+    settings = settings or get_settings()
+    # Parameters may hold personal data (encrypted or not): keep them out of error messages.
+    common: dict[str, Any] = {"hide_parameters": True, "future": True}
+    if url.startswith("sqlite"):
+        path = sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 10},
+            **common,
+        )
+    return sa.create_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        pool_timeout=10,
+        connect_args={
+            "connect_timeout": settings.db_connect_timeout,
+            "application_name": "advocase",
+        },
+        **common,
+    )
+
+
+_engine_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+
+
+def get_engine(settings: Settings | None = None) -> Engine:
+    """The process-wide engine for the configured database (created once)."""
+    settings = settings or get_settings()
+    url = str(settings.database_url)
+    engine = _engines.get(url)
+    if engine is None:
+        with _engine_lock:
+            engine = _engines.get(url)
+            if engine is None:
+                settings.ensure_dirs()
+                engine = create_db_engine(url, settings)
+                _engines[url] = engine
+    return engine
+
+
+def dispose_engines() -> None:
+    with _engine_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, class_=Session, expire_on_commit=False, autoflush=True)
+
+
+@contextmanager
+def unit_of_work(engine: Engine | None = None) -> Iterator[Session]:
+    """One unit of work for a task or a command: commit on success, roll back on error."""
+    factory = session_factory(engine or get_engine())
+    with factory() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def get_db() -> Iterator[Session]:
+    """FastAPI dependency: the request's session, committed once after the endpoint returns.
+
+    Declared with ``scope="function"`` so the commit happens before the response is
+    sent: a client never sees success for a write that then failed to commit.
+    """
+    with unit_of_work() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]

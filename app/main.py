@@ -1,0 +1,44 @@
+"""create_app(): routers, middleware and exception handlers — wiring only."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.core.errors import install_error_handlers
+from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.db import get_engine
+from app.settings import Settings, get_settings
+from app.system import api as system_api
+from app.system.health import ReadinessChecker
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.ensure_dirs()
+    app = FastAPI(
+        title="advocase",
+        version=__version__,
+        description=(
+            "Case management for advocates who help people leave abusive relationships. "
+            "Errors are RFC 9457 problem documents (application/problem+json)."
+        ),
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.readiness = ReadinessChecker(settings, get_engine(settings))
+    app.state.body_limit_overrides = []
+
+    install_error_handlers(app)
+    app.include_router(system_api.router)
+
+    # Added last = outermost: the request context wraps everything, including the body limit.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        overrides=lambda: app.state.body_limit_overrides,
+    )
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,174 @@
+"""Configuration: one pydantic-settings class, environment variables prefixed ``ADVOCASE_``.
+
+With nothing set, everything runs on embedded defaults under ``var/``: a SQLite
+database, a SQLite-backed Celery broker and result backend, a storage folder, and
+secrets generated on first use and kept in files readable only by their owner.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_FILE_MODE = 0o600
+
+
+class ConfigurationError(RuntimeError):
+    """The configuration cannot work (reported at start-up, never with secret values)."""
+
+
+def normalise_database_url(url: str) -> str:
+    """PostgreSQL URLs of any common spelling use psycopg 3."""
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def read_or_create_secret(path: Path, nbytes: int = 32) -> str:
+    """Return the secret kept in ``path``, creating it (0600) on first use.
+
+    Several processes may start at once (``advocase dev``); ``O_EXCL`` makes exactly
+    one of them write the file and the others read what it wrote.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = base64.urlsafe_b64encode(secrets.token_bytes(nbytes)).decode().rstrip("=")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SECRET_FILE_MODE)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        return value
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, SECRET_FILE_MODE)
+    for _ in range(50):
+        stored = path.read_text().strip()
+        if stored:
+            return stored
+        # Another process created the file a moment ago and is still writing it.
+        time.sleep(0.02)
+    raise ConfigurationError(f"secret file {path.name} under the var folder is empty")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ADVOCASE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Literal["development", "test", "production"] = "development"
+    var_dir: Path = Field(default=Path("var"), description="Folder for embedded defaults")
+
+    database_url: str | None = None
+    broker_url: str | None = None
+    result_backend: str | None = None
+    storage_dir: Path | None = None
+    secret_key: SecretStr | None = None
+    master_key: SecretStr | None = None
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] | None = None
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_connect_timeout: int = Field(default=3, ge=1)
+    broker_check_timeout: float = Field(default=2.0, gt=0)
+
+    heartbeat_interval: float = Field(default=10.0, gt=0)
+    heartbeat_stale_after: float = Field(default=60.0, gt=0)
+    broker_cleanup_interval: float = Field(default=300.0, gt=0)
+    task_soft_time_limit: int = Field(default=240, ge=1)
+    task_time_limit: int = Field(default=300, ge=1)
+    embedded_broker_polling_interval: float = Field(default=0.1, gt=0, le=1.0)
+
+    @field_validator("var_dir")
+    @classmethod
+    def _absolute_var_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg3(cls, value: str | None) -> str | None:
+        return normalise_database_url(value) if value else value
+
+    def model_post_init(self, __context: object) -> None:
+        var = self.var_dir
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{var / 'advocase.sqlite'}"
+        if self.broker_url is None:
+            self.broker_url = f"sqla+sqlite:///{var / 'broker.sqlite'}"
+        if self.result_backend is None:
+            self.result_backend = f"db+sqlite:///{var / 'results.sqlite'}"
+        if self.storage_dir is None:
+            self.storage_dir = var / "storage"
+        if self.log_format is None:
+            self.log_format = "json" if self.env == "production" else "console"
+
+    # Secrets are resolved lazily: reading settings must not create files.
+    def _secret(self, name: str) -> str:
+        configured: SecretStr | None = getattr(self, name)
+        if configured is not None and configured.get_secret_value():
+            return configured.get_secret_value()
+        if self.env == "production":
+            raise ConfigurationError(
+                f"ADVOCASE_{name.upper()} must be set in production: a generated key kept "
+                "on local disk would be lost with the container"
+            )
+        value = read_or_create_secret(self.var_dir / name)
+        setattr(self, name, SecretStr(value))
+        return value
+
+    def secret_key_value(self) -> str:
+        return self._secret("secret_key")
+
+    def master_key_value(self) -> str:
+        return self._secret("master_key")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return str(self.database_url).startswith("sqlite")
+
+    @property
+    def broker_is_embedded(self) -> bool:
+        return str(self.broker_url).startswith(("sqla+", "filesystem:", "memory:"))
+
+    def ensure_dirs(self) -> None:
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        assert self.storage_dir is not None
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        for url in (self.database_url, self.broker_url, self.result_backend):
+            path = sqlite_path(str(url))
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL (``sqlite:///x``, ``sqla+sqlite:///x``, ``db+sqlite:///x``)."""
+    for prefix in ("sqlite:///", "sqla+sqlite:///", "db+sqlite:///"):
+        if url.startswith(prefix):
+            rest = url[len(prefix) :].split("?", 1)[0]
+            if rest in ("", ":memory:"):
+                return None
+            return Path(rest)
+    return None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    get_settings.cache_clear()

@@ -1,0 +1,99 @@
+"""The Celery app and the beat schedule, configured from settings.
+
+Embedded default: a SQLite-backed broker (kombu's SQLAlchemy transport) and a
+SQLite result backend under ``var/`` — a real worker and a real beat, no server.
+Redis or RabbitMQ are chosen by ``ADVOCASE_BROKER_URL`` alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+from kombu.transport import sqlalchemy as kombu_sqlalchemy
+
+from app.settings import Settings, get_settings
+
+HEARTBEAT_TASK = "system.record_heartbeat"
+BROKER_CLEANUP_TASK = "system.purge_delivered_broker_messages"
+PING_TASK = "system.ping"
+
+
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    url = str(settings.broker_url)
+    # (The SQLAlchemy transport passes its options to create_engine(): its polling
+    # interval is set on the transport class in create_celery instead.)
+    if url.startswith(("redis", "rediss")):
+        # Long schedules live in the database, never as broker ETAs, so an hour is ample;
+        # an unacknowledged task is redelivered after this long if its worker vanished.
+        return {"visibility_timeout": 3600}
+    return {}
+
+
+def create_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    settings.ensure_dirs()
+    if str(settings.broker_url).startswith("sqla+"):
+        # The virtual transport sleeps this long between polls of an empty queue (1 s by
+        # default); kombu reads it from the class, not from the transport options.
+        kombu_sqlalchemy.Transport.polling_interval = settings.embedded_broker_polling_interval
+    app = Celery("advocase", broker=str(settings.broker_url), backend=str(settings.result_backend),
+                 include=["workers.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        timezone="UTC",
+        enable_utc=True,
+        # Work that must not be lost: acknowledged only once done, re-queued if the
+        # worker process dies under it. Durable "never lost" is built on database state.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_time_limit,
+        task_track_started=True,
+        task_default_queue="advocase",
+        result_expires=24 * 3600,
+        result_extended=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=broker_transport_options(settings),
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_send_task_events=False,
+        beat_schedule_filename=str(settings.var_dir / "celerybeat-schedule"),
+        beat_schedule=beat_schedule(settings),
+    )
+    return app
+
+
+def beat_schedule(settings: Settings) -> dict[str, Any]:
+    schedule: dict[str, Any] = {
+        "worker-heartbeat": {
+            "task": HEARTBEAT_TASK,
+            "schedule": settings.heartbeat_interval,
+            # A heartbeat that waited in the queue longer than this says nothing new.
+            "options": {"expires": settings.heartbeat_interval * 3},
+        },
+    }
+    if str(settings.broker_url).startswith("sqla+"):
+        schedule["embedded-broker-cleanup"] = {
+            "task": BROKER_CLEANUP_TASK,
+            "schedule": settings.broker_cleanup_interval,
+            "options": {"expires": settings.broker_cleanup_interval},
+        }
+    return schedule
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    # Celery must not install its own handlers: our structured logging is configured
+    # by the command that started the process.
+    from app.core.logging import configure_logging, logging_configured
+
+    if not logging_configured():
+        configure_logging(get_settings(), "celery")
+
+
+celery_app = create_celery()

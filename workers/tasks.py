@@ -1,0 +1,70 @@
+"""Celery tasks: take ids, open a unit of work, call a service, commit."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from celery import Task, signals
+
+from app.db import create_db_engine, unit_of_work, utcnow
+from app.settings import get_settings
+from app.system import service as system_service
+from workers.celery_app import BROKER_CLEANUP_TASK, HEARTBEAT_TASK, PING_TASK, celery_app
+
+log = structlog.get_logger("workers.tasks")
+
+
+def _worker_name(task: Task) -> str:
+    return str(task.request.hostname or f"{socket.gethostname()}:{os.getpid()}")
+
+
+@celery_app.task(name=HEARTBEAT_TASK, bind=True, acks_late=False, ignore_result=True)
+def record_heartbeat(self: Task) -> None:
+    """Mark this worker alive; /readyz reports the age of the newest heartbeat."""
+    with unit_of_work() as db:
+        system_service.record_heartbeat(db, _worker_name(self))
+        system_service.forget_silent_workers(db, older_than=timedelta(days=7))
+
+
+@celery_app.task(name=PING_TASK, bind=True)
+def ping(self: Task) -> dict[str, Any]:
+    """Round trip through broker, worker and result backend (diagnostics and tests)."""
+    return {"pong": True, "worker": _worker_name(self), "at": utcnow().isoformat()}
+
+
+@celery_app.task(name=BROKER_CLEANUP_TASK, ignore_result=True)
+def purge_delivered_broker_messages() -> int:
+    """Delete messages the embedded broker has already delivered.
+
+    kombu's SQLAlchemy transport marks a delivered message invisible and never
+    deletes it. A delivered, unacknowledged message is held by its worker, and
+    requeued as a new row if that worker shuts down, so the old row is never read
+    again and can go.
+    """
+    url = str(get_settings().broker_url)
+    if not url.startswith("sqla+"):
+        return 0
+    engine = create_db_engine(url[len("sqla+") :])
+    try:
+        with engine.begin() as conn:
+            inspector = sa.inspect(conn)
+            if not inspector.has_table("kombu_message"):
+                return 0
+            result = conn.execute(sa.text("DELETE FROM kombu_message WHERE visible = :hidden"),
+                                  {"hidden": False})
+            deleted = int(result.rowcount or 0)
+    finally:
+        engine.dispose()
+    log.info("embedded_broker_cleaned", deleted=deleted)
+    return deleted
+
+
+@signals.worker_ready.connect
+def _first_heartbeat(sender: Any = None, **_: Any) -> None:
+    # Report a new worker at once instead of after the first beat interval.
+    record_heartbeat.apply_async(expires=get_settings().heartbeat_interval * 3)
