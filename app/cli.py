@@ -218,10 +218,18 @@ def dev(host: str, port: int) -> None:
 
 
 def main() -> None:
+    from pydantic import ValidationError
+
     try:
         cli()
     except ConfigurationError as exc:
         click.echo(f"advocase: configuration error: {exc}", err=True)
+        sys.exit(2)
+    except ValidationError as exc:
+        # Name the variable and the rule, never the value (it may be a secret).
+        for error in exc.errors():
+            name = "ADVOCASE_" + "_".join(str(p) for p in error["loc"]).upper()
+            click.echo(f"advocase: configuration error: {name}: {error['msg']}", err=True)
         sys.exit(2)
 
 

@@ -82,6 +82,22 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.close()
 
 
+def _use_explicit_sqlite_transactions(engine: Engine) -> None:
+    """Let SQLAlchemy, not pysqlite, decide where transactions begin.
+
+    pysqlite's own handling defers BEGIN and breaks SAVEPOINT; this is the recipe
+    from SQLAlchemy's SQLite documentation.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, connection_record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _explicit_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
 def create_db_engine(url: str, settings: Settings | None = None) -> Engine:
     """An engine for ``url``: SQLite tuned for several processes, PostgreSQL with a bounded pool."""
     settings = settings or get_settings()
@@ -91,11 +107,13 @@ def create_db_engine(url: str, settings: Settings | None = None) -> Engine:
         path = sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        return sa.create_engine(
+        engine = sa.create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 10},
             **common,
         )
+        _use_explicit_sqlite_transactions(engine)
+        return engine
     return sa.create_engine(
         url,
         pool_size=settings.db_pool_size,

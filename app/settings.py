@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     db_connect_timeout: int = Field(default=3, ge=1)
     broker_check_timeout: float = Field(default=2.0, gt=0)
 
+    task_queue: str = Field(default="advocase", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     heartbeat_interval: float = Field(default=10.0, gt=0)
     heartbeat_stale_after: float = Field(default=60.0, gt=0)
     broker_cleanup_interval: float = Field(default=300.0, gt=0)

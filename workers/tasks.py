@@ -39,29 +39,34 @@ def ping(self: Task) -> dict[str, Any]:
 
 @celery_app.task(name=BROKER_CLEANUP_TASK, ignore_result=True)
 def purge_delivered_broker_messages() -> int:
-    """Delete messages the embedded broker has already delivered.
+    """Keep the embedded broker's file from growing without bound."""
+    deleted = purge_delivered_messages(str(get_settings().broker_url))
+    log.info("embedded_broker_cleaned", deleted=deleted)
+    return deleted
+
+
+def purge_delivered_messages(broker_url: str) -> int:
+    """Delete messages an embedded (SQLAlchemy-transport) broker has already delivered.
 
     kombu's SQLAlchemy transport marks a delivered message invisible and never
     deletes it. A delivered, unacknowledged message is held by its worker, and
     requeued as a new row if that worker shuts down, so the old row is never read
-    again and can go.
+    again and can go. Other brokers delete on delivery: nothing to do.
     """
-    url = str(get_settings().broker_url)
-    if not url.startswith("sqla+"):
+    if not broker_url.startswith("sqla+"):
         return 0
-    engine = create_db_engine(url[len("sqla+") :])
+    engine = create_db_engine(broker_url[len("sqla+") :])
     try:
         with engine.begin() as conn:
-            inspector = sa.inspect(conn)
-            if not inspector.has_table("kombu_message"):
+            if not sa.inspect(conn).has_table("kombu_message"):
                 return 0
-            result = conn.execute(sa.text("DELETE FROM kombu_message WHERE visible = :hidden"),
-                                  {"hidden": False})
-            deleted = int(result.rowcount or 0)
+            result = conn.execute(
+                sa.text("DELETE FROM kombu_message WHERE visible = :delivered"),
+                {"delivered": False},
+            )
+            return int(result.rowcount or 0)
     finally:
         engine.dispose()
-    log.info("embedded_broker_cleaned", deleted=deleted)
-    return deleted
 
 
 @signals.worker_ready.connect
