@@ -52,7 +52,7 @@ def _shared_processors(process: str) -> list[Any]:
 
 
 def configure_logging(settings: Settings, process: str) -> None:
-    """Route structlog and the standard library (uvicorn, celery, sqlalchemy) through one renderer."""
+    """Route structlog and the standard library (uvicorn, celery, ...) through one renderer."""
     global _configured
     _configured = True
     renderer: Any
@@ -65,6 +65,8 @@ def configure_logging(settings: Settings, process: str) -> None:
 
     structlog.configure(
         processors=[
+            # Drop lines below the level before any work is spent building them.
+            structlog.stdlib.filter_by_level,
             *_shared_processors(process),
             structlog.stdlib.PositionalArgumentsFormatter(),
             structlog.processors.StackInfoRenderer(),

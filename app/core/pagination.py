@@ -92,7 +92,8 @@ def _decode_value(tagged: Any) -> Any:
 
 
 def _sign(payload: bytes, listing: str) -> bytes:
-    key = hashlib.sha256(b"advocase/cursor\x00" + get_settings().secret_key_value().encode()).digest()
+    secret = get_settings().secret_key_value().encode()
+    key = hashlib.sha256(b"advocase/cursor\x00" + secret).digest()
     return hmac.new(key, listing.encode() + b"\x00" + payload, hashlib.sha256).digest()[
         :_SIGNATURE_BYTES
     ]
@@ -112,7 +113,7 @@ def encode_cursor(listing: str, values: tuple[Any, ...]) -> str:
 
 
 def decode_cursor(listing: str, cursor: str, arity: int) -> tuple[Any, ...]:
-    """The key values inside ``cursor``; ``InvalidCursor`` if it is not one of ours for ``listing``."""
+    """The key values inside ``cursor``; ``InvalidCursor`` unless it is ours for ``listing``."""
     try:
         payload_part, signature_part = cursor.split(".", 1)
         payload = _unb64(payload_part)

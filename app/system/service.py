@@ -26,7 +26,7 @@ def record_heartbeat(db: Session, worker: str, at: datetime | None = None) -> Wo
 
 
 def forget_silent_workers(db: Session, older_than: timedelta) -> int:
-    """Drop heartbeat rows of workers not heard from for ``older_than`` (renamed or retired hosts)."""
+    """Drop heartbeat rows of workers silent for ``older_than`` (renamed or retired hosts)."""
     cutoff = utcnow() - older_than
     result = db.execute(
         sa.delete(WorkerHeartbeat).where(WorkerHeartbeat.last_seen_at < cutoff)  # type: ignore[arg-type]

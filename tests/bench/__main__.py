@@ -324,7 +324,10 @@ def run(args: argparse.Namespace, argv: list[str], wrk: str) -> int:
                 "workers": args.workers,
                 "advocase_log_level": "WARNING",
             },
-            "startup_s": {name: s.startup_s for name, s in servers.items()},
+            "startup_s": {
+                name: {k: round(v, 3) for k, v in s.startup_s.items()}
+                for name, s in servers.items()
+            },
             "baseline_mean_rps": round(reference, 2),
             "baseline_spread_percent": round(spread, 2),
             "results": [row.as_dict() for row in rows],

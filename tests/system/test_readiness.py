@@ -10,10 +10,9 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from app.db import unit_of_work
-from app.system.models import WorkerHeartbeat
-
 from app.main import create_app
 from app.system.health import ReadinessChecker
+from app.system.models import WorkerHeartbeat
 from app.system.service import record_heartbeat
 from tests.support import services
 from tests.support.proxy import OutageProxy

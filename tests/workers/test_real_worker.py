@@ -24,9 +24,9 @@ from sqlalchemy.engine import Engine
 from app.core import deferred
 from app.db import create_db_engine, unit_of_work
 from app.system.models import WorkerHeartbeat
+from tests.support import services
 from workers.celery_app import HEARTBEAT_TASK, PING_TASK, create_celery
 from workers.tasks import purge_delivered_messages
-from tests.support import services
 
 PROJECT = Path(__file__).resolve().parents[2]
 
