@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     master_key: SecretStr | None = None
 
+    rate_limit_url: str | None = Field(
+        default=None,
+        description="Redis URL for rate limits and login throttling; default: the broker's "
+        "Redis when the broker is Redis, otherwise in-process memory",
+    )
+
     log_level: str = "INFO"
     log_format: Literal["json", "console"] | None = None
 
@@ -140,6 +146,15 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return str(self.database_url).startswith("sqlite")
+
+    @property
+    def rate_limit_storage_url(self) -> str | None:
+        """Redis URL shared by all processes for rate limits, or None for in-process memory."""
+        if self.rate_limit_url:
+            return self.rate_limit_url
+        if str(self.broker_url).startswith(("redis://", "rediss://")):
+            return str(self.broker_url)
+        return None
 
     @property
     def broker_is_embedded(self) -> bool:
