@@ -129,6 +129,135 @@ def beat() -> None:
     celery_app.start(["beat", "--loglevel", settings.log_level])
 
 
+def _read_password(prompt: str) -> str:
+    """Password from stdin when piped, else prompted twice without echo."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    return click.prompt(prompt, hide_input=True, confirmation_prompt=True)
+
+
+def _fail(message: str, as_json: bool, code: int = 1) -> None:
+    if as_json:
+        click.echo(json.dumps({"error": message}))
+    click.echo(f"advocase: {message}", err=True)
+    sys.exit(code)
+
+
+@cli.command("create-org")
+@click.option("--name", required=True)
+@click.option("--slug", default=None, help="Default: derived from the name.")
+@click.option("--require-mfa-for-all", is_flag=True, help="MFA for every role, not only admins.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def create_org_command(name: str, slug: str | None, require_mfa_for_all: bool,
+                       as_json: bool) -> None:
+    """Create an agency; prints its slug and id."""
+    _configure_logging("cli")
+    from app.core.errors import DomainError
+    from app.db import unit_of_work
+    from app.identity import service
+
+    try:
+        with unit_of_work() as db:
+            org = service.create_org(db, name=name, slug=slug,
+                                     require_mfa_for_all=require_mfa_for_all)
+            data = {"slug": org.slug, "id": str(org.id)}
+    except DomainError as exc:
+        _fail(exc.detail, as_json)
+    _emit(data, as_json, f"created agency {data['slug']} ({data['id']})")
+
+
+@cli.command("create-user")
+@click.option("--org", "org_slug", required=True, help="The agency's slug.")
+@click.option("--email", required=True)
+@click.option("--role", required=True,
+              type=click.Choice(["admin", "supervisor", "advocate", "auditor"]))
+@click.option("--name", "display_name", default=None, help="Display name (default: the email).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def create_user_command(org_slug: str, email: str, role: str, display_name: str | None,
+                        as_json: bool) -> None:
+    """Create a staff account; the password is read from stdin or prompted."""
+    _configure_logging("cli")
+    from app.core.errors import DomainError
+    from app.db import unit_of_work
+    from app.identity import service
+
+    password = _read_password("Password")
+    try:
+        with unit_of_work() as db:
+            org = service.get_org_by_slug(db, org_slug)
+            user = service.create_user(db, None, org=org, email=email, role=role,
+                                       display_name=display_name or email,
+                                       password=password).user
+            data = {"id": str(user.id), "email": user.email, "role": user.role,
+                    "org": org.slug}
+    except DomainError as exc:
+        problems = "; ".join(e.get("message", "") for e in (exc.errors or []))
+        _fail(exc.detail + (f" ({problems})" if problems else ""), as_json)
+    _emit(data, as_json, f"created {data['role']} {data['email']} in {data['org']}")
+
+
+@cli.command("reset-mfa")
+@click.option("--email", required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def reset_mfa_command(email: str, as_json: bool) -> None:
+    """Turn MFA off for an account (it must enrol again); its sessions end. Audited."""
+    _configure_logging("cli")
+    from app.core.errors import DomainError
+    from app.db import unit_of_work
+    from app.identity import service
+
+    try:
+        with unit_of_work() as db:
+            user = service.reset_mfa_by_email(db, email)
+            data = {"id": str(user.id), "mfa_enabled": False}
+    except DomainError as exc:
+        _fail(exc.detail, as_json)
+    _emit(data, as_json, "MFA reset; the account must enrol again at its next sign-in")
+
+
+@cli.group()
+def audit() -> None:
+    """The hash-chained audit log."""
+
+
+@audit.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def audit_verify_command(as_json: bool) -> None:
+    """Exit 0 when every chain is intact; otherwise non-zero, naming the first broken event."""
+    _configure_logging("cli")
+    from app.core import audit as audit_log
+    from app.db import get_engine
+
+    start = time.perf_counter()
+    with get_engine().connect() as conn:
+        report = audit_log.verify_all(conn)
+    data: dict[str, Any] = {"ok": report.ok, "chains": report.chains, "events": report.events,
+                            "anchors": report.anchors,
+                            "seconds": round(time.perf_counter() - start, 3)}
+    if report.broken:
+        data["broken"] = {"chain_id": str(report.broken.chain_id), "seq": report.broken.seq,
+                          "event_id": str(report.broken.event_id) if report.broken.event_id
+                          else None, "reason": report.broken.reason}
+        _emit(data, as_json, f"audit chain BROKEN: {report.broken.describe()}")
+        sys.exit(1)
+    _emit(data, as_json, f"audit chain intact: {report.events} events in {report.chains} "
+                         f"chains, {report.anchors} anchors checked")
+
+
+@audit.command("anchor")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def audit_anchor_command(as_json: bool) -> None:
+    """Record a signed anchor of every chain head now (beat does this daily)."""
+    _configure_logging("cli")
+    from app.core import audit as audit_log
+    from app.db import unit_of_work
+
+    with unit_of_work() as db:
+        anchors = audit_log.anchor_heads(db)
+        data = {"anchored": [{"chain_id": str(a.chain_id), "seq": a.seq} for a in anchors]}
+    _emit(data, as_json, f"anchored {len(data['anchored'])} chains")
+
+
 def _die_with_parent() -> None:
     # Children stop when `advocase dev` dies, even by SIGKILL (Linux only).
     try:
@@ -191,6 +320,27 @@ class Supervisor:
         return 0
 
 
+def _first_run(host: str, port: int) -> None:
+    """On an empty database: a fictional demo agency and its admin, the password shown once."""
+    from app.core.crypto import new_token
+    from app.db import unit_of_work
+    from app.identity import service
+
+    with unit_of_work() as db:
+        created = service.bootstrap_demo_agency(db, password=new_token(12))
+    if created is None:
+        return
+    org, email, password = created
+    click.echo(
+        "\n  First run: created the demo agency "
+        f"'{org}' and its admin.\n"
+        f"    sign in at http://{host}:{port}/dashboard/login\n"
+        f"    email:    {email}\n"
+        f"    password: {password}   (shown this once; admins set up MFA at first sign-in)\n",
+        err=True,
+    )
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -198,6 +348,7 @@ def dev(host: str, port: int) -> None:
     """Migrate, then run API + worker + beat as one supervised process group."""
     settings = _configure_logging("dev")
     revision = run_migrations()
+    _first_run(host, port)
     me = [sys.executable, "-m", "app.cli"]
     click.echo(
         f"advocase {__version__} (database revision {revision})\n"

@@ -95,7 +95,11 @@ def _use_explicit_sqlite_transactions(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _explicit_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN")
+        # IMMEDIATE takes the write lock up front, as Rails does for SQLite: a
+        # transaction that read first and wrote later would otherwise fail with
+        # SQLITE_BUSY when another process wrote in between, instead of waiting.
+        mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 def create_db_engine(url: str, settings: Settings | None = None) -> Engine:
@@ -162,11 +166,19 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 @contextmanager
 def unit_of_work(engine: Engine | None = None) -> Iterator[Session]:
     """One unit of work for a task or a command: commit on success, roll back on error."""
+    from app.core.errors import DomainError
+
     factory = session_factory(engine or get_engine())
     with factory() as session:
         try:
             yield session
             session.commit()
+        except DomainError as exc:
+            if exc.keep_changes:
+                session.commit()
+            else:
+                session.rollback()
+            raise
         except BaseException:
             session.rollback()
             raise

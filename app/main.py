@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from app import __version__
+from app.audit import api as audit_api
 from app.core.errors import install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.db import get_engine
+from app.identity import api as identity_api
 from app.settings import Settings, get_settings
 from app.system import api as system_api
 from app.system.health import ReadinessChecker
@@ -33,6 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     app.include_router(system_api.router)
+    app.include_router(identity_api.router)
+    app.include_router(audit_api.router)
 
     # Added last = outermost: the request context wraps everything, including the body limit.
     app.add_middleware(

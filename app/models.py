@@ -2,8 +2,21 @@
 
 from sqlmodel import SQLModel
 
+from app.core.audit import AuditAnchor, AuditChainHead, AuditEvent
+from app.identity.models import (
+    AuthSession,
+    Org,
+    PartnerApp,
+    PartnerToken,
+    RecoveryCode,
+    RefreshToken,
+    StaffUser,
+)
 from app.system.models import WorkerHeartbeat
 
 metadata = SQLModel.metadata
 
-__all__ = ["WorkerHeartbeat", "metadata"]
+__all__ = [
+    "AuditAnchor", "AuditChainHead", "AuditEvent", "AuthSession", "Org", "PartnerApp",
+    "PartnerToken", "RecoveryCode", "RefreshToken", "StaffUser", "WorkerHeartbeat", "metadata",
+]

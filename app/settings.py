@@ -83,6 +83,15 @@ class Settings(BaseSettings):
         "Redis when the broker is Redis, otherwise in-process memory",
     )
 
+    access_token_minutes: int = Field(default=15, ge=1, le=60)
+    refresh_idle_hours: float = Field(default=12, gt=0)
+    session_absolute_hours: float = Field(default=168, gt=0)
+    dashboard_idle_minutes: float = Field(default=15, gt=0)
+    dashboard_absolute_hours: float = Field(default=8, gt=0)
+    partner_token_minutes: int = Field(default=10, ge=1, le=60)
+    invitation_hours: float = Field(default=72, gt=0)
+    reauth_minutes: float = Field(default=5, gt=0)
+
     log_level: str = "INFO"
     log_format: Literal["json", "console"] | None = None
 

@@ -83,7 +83,9 @@ def db(engine: Engine) -> Iterator[Session]:
     ``create_savepoint`` turns the code's commits into savepoint releases, so
     services and the request dependency behave as in production.
     """
-    connection = engine.connect()
+    # Deferred: the test's transaction must not hold SQLite's write lock while
+    # other connections (readiness checks, workers) read and write.
+    connection = engine.connect().execution_options(sqlite_begin="DEFERRED")
     outer = connection.begin()
     session = Session(bind=connection, join_transaction_mode="create_savepoint",
                       expire_on_commit=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
+from celery.schedules import crontab
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
 
 from app.settings import Settings, get_settings
@@ -17,6 +18,7 @@ from app.settings import Settings, get_settings
 HEARTBEAT_TASK = "system.record_heartbeat"
 BROKER_CLEANUP_TASK = "system.purge_delivered_broker_messages"
 PING_TASK = "system.ping"
+AUDIT_ANCHOR_TASK = "audit.anchor_chain_heads"
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
@@ -76,6 +78,12 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
             # A heartbeat that waited in the queue longer than this says nothing new.
             "options": {"expires": settings.heartbeat_interval * 3},
         },
+    }
+    # A signed record of every audit chain's head: deleting the newest events (which
+    # a hash chain alone cannot reveal) then contradicts the last anchor.
+    schedule["audit-anchor-daily"] = {
+        "task": AUDIT_ANCHOR_TASK,
+        "schedule": crontab(minute=5, hour=0),
     }
     if str(settings.broker_url).startswith("sqla+"):
         schedule["embedded-broker-cleanup"] = {

@@ -11,10 +11,17 @@ import sqlalchemy as sa
 import structlog
 from celery import Task, signals
 
+from app.core import audit
 from app.db import create_db_engine, unit_of_work, utcnow
 from app.settings import get_settings
 from app.system import service as system_service
-from workers.celery_app import BROKER_CLEANUP_TASK, HEARTBEAT_TASK, PING_TASK, celery_app
+from workers.celery_app import (
+    AUDIT_ANCHOR_TASK,
+    BROKER_CLEANUP_TASK,
+    HEARTBEAT_TASK,
+    PING_TASK,
+    celery_app,
+)
 
 log = structlog.get_logger("workers.tasks")
 
@@ -35,6 +42,13 @@ def record_heartbeat(self: Task) -> None:
 def ping(self: Task) -> dict[str, Any]:
     """Round trip through broker, worker and result backend (diagnostics and tests)."""
     return {"pong": True, "worker": _worker_name(self), "at": utcnow().isoformat()}
+
+
+@celery_app.task(name=AUDIT_ANCHOR_TASK, ignore_result=True)
+def anchor_audit_chains() -> int:
+    """Sign and keep every audit chain's head (daily): truncation becomes detectable."""
+    with unit_of_work() as db:
+        return len(audit.anchor_heads(db))
 
 
 @celery_app.task(name=BROKER_CLEANUP_TASK, ignore_result=True)

@@ -54,6 +54,11 @@ def problem(
 
 
 class DomainError(Exception):
+    """A refusal a caller can understand. ``audit`` marks a denial worth an audit event
+    (written after the request's transaction has rolled back); ``keep_changes`` asks
+    the unit of work to commit what the service did before refusing (revoking a
+    session on refresh-token reuse must stick even though the request fails)."""
+
     status: int = 400
     kind: str = "bad-request"
     title: str = "Bad request"
@@ -64,11 +69,21 @@ class DomainError(Exception):
         *,
         errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        audit: dict[str, Any] | None = None,
+        keep_changes: bool = False,
+        kind: str | None = None,
+        title: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
         self.headers = headers
+        self.audit = audit
+        self.keep_changes = keep_changes
+        if kind:
+            self.kind = kind
+        if title:
+            self.title = title
 
     def to_response(self) -> ProblemResponse:
         return problem(
@@ -230,7 +245,38 @@ def _limit_from_scope(request: Request) -> int:
 
 
 async def _domain_handler(request: Request, exc: DomainError) -> Response:
+    if exc.audit is not None or exc.status in (401, 403):
+        from starlette.concurrency import run_in_threadpool
+
+        await run_in_threadpool(_record_denial, request, exc)
     return exc.to_response()
+
+
+def _record_denial(request: Request, exc: DomainError) -> None:
+    """Audit a refused request in its own transaction (the request's one rolled back)."""
+    from app.core import audit
+    from app.db import unit_of_work
+
+    info = dict(exc.audit or {})
+    actor = request.scope.get("state", {}).get("actor")
+    action = str(info.pop("event", None) or ("auth.denied" if exc.status == 401
+                                                 else "access.denied"))
+    org_id = info.pop("org_id", None)
+    object_type = info.pop("object_type", None)
+    object_id = info.pop("object_id", None)
+    details = {"status": exc.status, "route": _route_template(request)}
+    details.update({k: v for k, v in info.items() if isinstance(v, str | int | bool)})
+    try:
+        with unit_of_work() as db:
+            audit.record(db, actor, action, outcome="denied", org_id=org_id,
+                         object_type=object_type, object_id=object_id, details=details)
+    except Exception:  # noqa: BLE001 - a failed audit write must not turn a 401 into a 500
+        log.error("denial_audit_failed", action=action, exc_info=True)
+
+
+def _route_template(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "<unmatched>"))
 
 
 async def _unhandled_handler(request: Request, exc: Exception) -> Response:

@@ -1,0 +1,46 @@
+"""Small factories for orgs, staff and their tokens (test data is plainly fictional)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import uuid4
+
+from sqlmodel import Session
+
+from app.db import utcnow
+from app.identity import service, tokens
+from app.identity.models import AuthSession, Org, StaffUser
+
+PASSWORD = "correct horse battery staple (fictional)"
+
+
+def make_org(db: Session, slug: str | None = None, **fields: object) -> Org:
+    slug = slug or f"org-{uuid4().hex[:8]}"
+    return service.create_org(db, name=f"Fictional Agency {slug}", slug=slug, **fields)
+
+
+def make_user(db: Session, org: Org, role: str = "advocate", *, email: str | None = None,
+              password: str = PASSWORD) -> StaffUser:
+    email = email or f"{role}-{uuid4().hex[:8]}@example.test"
+    return service.create_user(db, None, org=org, email=email, display_name=f"Test {role}",
+                               role=role, password=password).user
+
+
+def staff_session(db: Session, user: StaffUser, kind: str = "api") -> AuthSession:
+    session = AuthSession(org_id=user.org_id, user_id=user.id, kind=kind,
+                          expires_at=utcnow() + timedelta(hours=1))
+    db.add(session)
+    db.flush()
+    return session
+
+
+def staff_token(db: Session, user: StaffUser, *, scope: str = "") -> str:
+    """A valid access token for ``user`` on a fresh session (no password or MFA dance)."""
+    session = staff_session(db, user)
+    token, _ = tokens.issue_staff_token(user_id=user.id, org_id=user.org_id, role=user.role,
+                                        session_id=session.id, scope=scope)
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
