@@ -164,24 +164,30 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def unit_of_work(engine: Engine | None = None) -> Iterator[Session]:
-    """One unit of work for a task or a command: commit on success, roll back on error."""
+def committing(session: Session) -> Iterator[Session]:
+    """Commit on success, roll back on error — unless a refusal asks to keep its changes."""
     from app.core.errors import DomainError
 
-    factory = session_factory(engine or get_engine())
-    with factory() as session:
-        try:
-            yield session
+    try:
+        yield session
+        session.commit()
+    except DomainError as exc:
+        if exc.keep_changes:
             session.commit()
-        except DomainError as exc:
-            if exc.keep_changes:
-                session.commit()
-            else:
-                session.rollback()
-            raise
-        except BaseException:
+        else:
             session.rollback()
-            raise
+        raise
+    except BaseException:
+        session.rollback()
+        raise
+
+
+@contextmanager
+def unit_of_work(engine: Engine | None = None) -> Iterator[Session]:
+    """One unit of work for a task or a command: commit on success, roll back on error."""
+    factory = session_factory(engine or get_engine())
+    with factory() as session, committing(session):
+        yield session
 
 
 def get_db() -> Iterator[Session]:

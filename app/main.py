@@ -10,6 +10,7 @@ from app.core.errors import install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.db import get_engine
 from app.identity import api as identity_api
+from app.identity import partner_api
 from app.settings import Settings, get_settings
 from app.system import api as system_api
 from app.system.health import ReadinessChecker
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(system_api.router)
     app.include_router(identity_api.router)
+    app.include_router(partner_api.router)
     app.include_router(audit_api.router)
 
     # Added last = outermost: the request context wraps everything, including the body limit.

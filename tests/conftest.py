@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
-from app.db import get_db, get_engine  # noqa: E402
+from app.db import committing, get_db, get_engine  # noqa: E402
 from app.settings import Settings, get_settings  # noqa: E402
 
 
@@ -109,14 +110,11 @@ def make_app(settings: Settings, db: Session) -> Callable[..., FastAPI]:
             app.include_router(router)  # type: ignore[arg-type]
 
         def test_db() -> Iterator[Session]:
-            try:
+            with committing(db):
                 yield db
-                db.commit()
-            except BaseException:
-                db.rollback()
-                raise
 
         app.dependency_overrides[get_db] = test_db
+        app.state.unit_of_work = contextmanager(test_db)
         return app
 
     return build

@@ -266,8 +266,10 @@ def _record_denial(request: Request, exc: DomainError) -> None:
     object_id = info.pop("object_id", None)
     details = {"status": exc.status, "route": _route_template(request)}
     details.update({k: v for k, v in info.items() if isinstance(v, str | int | bool)})
+    # The app may supply its own unit of work (tests bind it to their transaction).
+    factory = getattr(request.app.state, "unit_of_work", None) or unit_of_work
     try:
-        with unit_of_work() as db:
+        with factory() as db:
             audit.record(db, actor, action, outcome="denied", org_id=org_id,
                          object_type=object_type, object_id=object_id, details=details)
     except Exception:  # noqa: BLE001 - a failed audit write must not turn a 401 into a 500

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 RoleName = Literal["admin", "supervisor", "advocate", "auditor"]
 
@@ -58,7 +58,7 @@ class MeOut(UserOut):
 
 
 class UserCreate(Strict):
-    email: EmailStr = Field(max_length=254)
+    email: str = Field(min_length=3, max_length=254)
     display_name: str = Field(min_length=1, max_length=200)
     role: RoleName
     password: str | None = Field(default=None, max_length=1024, description=(

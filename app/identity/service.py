@@ -41,6 +41,20 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
+def valid_staff_email(email: str) -> str:
+    """A syntactically valid address, normalised; no DNS look-up (agencies' mail may be
+    internal). Reserved test domains are allowed so demo data can use them."""
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        checked = validate_email(email.strip(), check_deliverability=False,
+                                 test_environment=True)
+    except EmailNotValidError as exc:
+        raise Invalid("That is not a valid email address.", errors=[{
+            "field": "email", "location": "body", "message": str(exc), "type": "email"}]) from exc
+    return normalise_email(checked.normalized)
+
+
 # --- orgs and users ----------------------------------------------------------------------
 
 
@@ -119,7 +133,7 @@ def create_user(
     """Create a staff account; without a password it gets a one-time invitation token."""
     if actor is not None:
         require(actor, "users:manage")
-    email = normalise_email(email)
+    email = valid_staff_email(email)
     _check_role(role)
     if db.scalar(sa.select(StaffUser.id).where(StaffUser.email == email)) is not None:
         raise Conflict("An account with that email address exists already.",

@@ -71,6 +71,16 @@ def worker(request, engine: Engine, settings, tmp_path_factory) -> Iterator[Runn
     running = RunningWorker(app, process, hostname, broker)
     try:
         running.ping(timeout=60)
+        # The worker announces itself with a heartbeat once ready; wait for it so later
+        # counts of heartbeats are the tests' own.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with unit_of_work(engine) as db:
+                if db.get(WorkerHeartbeat, hostname) is not None:
+                    break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the worker never recorded its first heartbeat")
         yield running
     finally:
         process.send_signal(signal.SIGTERM)
