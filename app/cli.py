@@ -226,10 +226,10 @@ def audit_verify_command(as_json: bool) -> None:
     """Exit 0 when every chain is intact; otherwise non-zero, naming the first broken event."""
     _configure_logging("cli")
     from app.core import audit as audit_log
-    from app.db import get_engine
+    from app.db import get_engine, read_only
 
     start = time.perf_counter()
-    with get_engine().connect() as conn:
+    with read_only(get_engine()) as conn:
         report = audit_log.verify_all(conn)
     data: dict[str, Any] = {"ok": report.ok, "chains": report.chains, "events": report.events,
                             "anchors": report.anchors,

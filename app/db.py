@@ -159,6 +159,11 @@ def dispose_engines() -> None:
         _engines.clear()
 
 
+def read_only(engine: Engine) -> sa.Connection:
+    """A connection for reads only: on SQLite its transactions do not take the write lock."""
+    return engine.connect().execution_options(sqlite_begin="DEFERRED")
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, class_=Session, expire_on_commit=False, autoflush=True)
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Engine
 
-from app.db import create_db_engine, utcnow
+from app.db import create_db_engine, read_only, utcnow
 from app.settings import Settings
 from app.system.models import WorkerHeartbeat
 
@@ -47,7 +47,7 @@ def _timed(fn: Any) -> CheckResult:
 
 def check_database(engine: Engine) -> CheckResult:
     def database() -> None:
-        with engine.connect() as conn:
+        with read_only(engine) as conn:
             conn.execute(sa.text("SELECT 1"))
 
     return _timed(database)
@@ -79,7 +79,7 @@ class BrokerProbe:
         with self._lock:
             if self._client is None:
                 self._client = create_db_engine(self.url[len("sqla+") :])
-        with self._client.connect() as conn:
+        with read_only(self._client) as conn:
             conn.execute(sa.text("SELECT 1"))
 
     def _amqp(self) -> None:
@@ -115,7 +115,7 @@ def heartbeat_report(engine: Engine, stale_after: float) -> dict[str, Any]:
     tells an operator (and a monitor) whether background work is flowing.
     """
     try:
-        with engine.connect() as conn:
+        with read_only(engine) as conn:
             row = conn.execute(
                 sa.select(
                     sa.func.max(WorkerHeartbeat.last_seen_at),  # type: ignore[arg-type]
