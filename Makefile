@@ -31,6 +31,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench.audit_verify
 
 lint: $(STAMP)
 	$(BIN)/ruff check app workers migrations tests

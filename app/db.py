@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import Depends
+from fastapi import Depends, Request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
@@ -188,20 +188,40 @@ def committing(session: Session) -> Iterator[Session]:
 
 
 @contextmanager
-def unit_of_work(engine: Engine | None = None) -> Iterator[Session]:
-    """One unit of work for a task or a command: commit on success, roll back on error."""
-    factory = session_factory(engine or get_engine())
-    with factory() as session, committing(session):
+def unit_of_work(engine: Engine | None = None, *, reading: bool = False) -> Iterator[Session]:
+    """One unit of work for a task or a command: commit on success, roll back on error.
+
+    ``reading`` marks work that mostly reads: on SQLite its transaction starts
+    without the write lock, so readers do not queue behind one another.
+    """
+    engine = engine or get_engine()
+    if reading:
+        factory = sessionmaker(bind=engine, class_=Session, expire_on_commit=False,
+                               autoflush=True)
+        connection = read_only(engine)
+        factory.configure(bind=connection)
+        try:
+            with factory() as session, committing(session):
+                yield session
+        finally:
+            connection.close()
+        return
+    with session_factory(engine)() as session, committing(session):
         yield session
 
 
-def get_db() -> Iterator[Session]:
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_db(request: Request) -> Iterator[Session]:
     """FastAPI dependency: the request's session, committed once after the endpoint returns.
 
     Declared with ``scope="function"`` so the commit happens before the response is
-    sent: a client never sees success for a write that then failed to commit.
+    sent: a client never sees success for a write that then failed to commit. Safe
+    methods (GET) read without SQLite's write lock; every other method takes it up
+    front, so a request that reads then writes never fails on a concurrent writer.
     """
-    with unit_of_work() as session:
+    with unit_of_work(reading=request.method in SAFE_METHODS) as session:
         yield session
 
 

@@ -33,9 +33,10 @@ class World:
     other_org_user: StaffUser
     sessions: dict[str, str]
     other_session: str
+    partner_apps: dict[str, str]
 
 
-def partner_token(db: Session, org_id: Any, scopes: str) -> str:
+def partner_token(db: Session, org_id: Any, scopes: str) -> tuple[str, str]:
     app = PartnerApp(org_id=org_id, name="Fictional Shelter App", client_id=f"pa_{uuid4().hex}",
                      client_secret_digest="0" * 64, scopes=scopes)
     db.add(app)
@@ -45,7 +46,7 @@ def partner_token(db: Session, org_id: Any, scopes: str) -> str:
     jti = tokens.decode(token).token_id
     db.add(PartnerToken(jti=jti, app_id=app.id, scope=scopes,
                         expires_at=utcnow() + timedelta(seconds=lifetime)))
-    return token
+    return token, str(app.id)
 
 
 @pytest.fixture
@@ -62,13 +63,14 @@ def world(db: Session) -> World:
         user_id=user.id, org_id=org.id, role=user.role, session_id=sessions[role].id,
         scope=tokens.ENROLMENT_SCOPE if role == "enrolling" else "")[0]
         for role, user in users.items()}
-    issued["partner"] = partner_token(db, org.id, " ".join(
-        ["referrals:read", "referrals:write", "resources:read", "resources:write"]))
+    all_scopes = "referrals:read referrals:write resources:read resources:write"
+    issued["partner"], own_app = partner_token(db, org.id, all_scopes)
+    _, other_app = partner_token(db, other.id, all_scopes)
     other_user = make_user(db, other, "advocate")
     other_session = staff_session(db, other_user)
     db.commit()
     return World(issued, users, other_user, {k: str(v.id) for k, v in sessions.items()},
-                 str(other_session.id))
+                 str(other_session.id), {"own": own_app, "other_org": other_app})
 
 
 Body = Callable[[World], Any]
@@ -81,6 +83,7 @@ class Route:
     expected: dict[str, int]
     body: Body | None = None
     target: str = "own"  # which record a {placeholder} names: "own" or "other_org"
+    form: dict[str, str] | None = None  # a form-encoded body (the OAuth endpoints)
 
 
 def user_id(w: World, target: str) -> str:
@@ -94,6 +97,17 @@ def new_user_body(_: World) -> dict[str, str]:
 
 STAFF_ALL = {"admin": 200, "supervisor": 200, "advocate": 200, "auditor": 200}
 DENY_OTHERS = {"anonymous": 401, "partner": 403, "enrolling": 403}
+
+
+def admin_only(allowed: int, *, other_org: bool = False) -> dict[str, int]:
+    """Admins only; another org's record is simply not there for them."""
+    return DENY_OTHERS | {"admin": 404 if other_org else allowed, "supervisor": 403,
+                          "advocate": 403, "auditor": 403}
+
+
+# The OAuth endpoints authenticate the *client* (RFC 6749), not a bearer token, and
+# answer RFC 6749 JSON errors rather than problem documents.
+OAUTH_PATHS = {"/oauth/token", "/oauth/revoke"}
 
 MATRIX: list[Route] = [
     Route("GET", "/healthz", dict.fromkeys(CALLERS, 200)),
@@ -143,6 +157,24 @@ MATRIX: list[Route] = [
           body=lambda w: {"password": PASSWORD}, target="other_org"),
     Route("GET", "/api/v1/audit-events", DENY_OTHERS | {"admin": 403, "supervisor": 200,
                                                         "advocate": 403, "auditor": 200}),
+    Route("GET", "/.well-known/oauth-authorization-server", dict.fromkeys(CALLERS, 200)),
+    Route("GET", "/oauth/jwks", dict.fromkeys(CALLERS, 200)),
+    Route("POST", "/oauth/token", dict.fromkeys(CALLERS, 401),
+          form={"grant_type": "client_credentials"}),
+    Route("POST", "/oauth/revoke", dict.fromkeys(CALLERS, 401), form={"token": "x" * 40}),
+    Route("GET", "/api/v1/partner-apps", admin_only(200)),
+    Route("POST", "/api/v1/partner-apps", admin_only(201),
+          body=lambda w: {"name": "Fictional Legal Aid App", "scopes": ["referrals:read"]}),
+    Route("GET", "/api/v1/partner-apps/{app_id}", admin_only(200)),
+    Route("GET", "/api/v1/partner-apps/{app_id}", admin_only(200, other_org=True),
+          target="other_org"),
+    Route("PATCH", "/api/v1/partner-apps/{app_id}", admin_only(200),
+          body=lambda w: {"name": "Renamed Fictional App"}),
+    Route("PATCH", "/api/v1/partner-apps/{app_id}", admin_only(200, other_org=True),
+          body=lambda w: {"name": "Renamed Fictional App"}, target="other_org"),
+    Route("POST", "/api/v1/partner-apps/{app_id}/secret", admin_only(200)),
+    Route("POST", "/api/v1/partner-apps/{app_id}/secret", admin_only(200, other_org=True),
+          target="other_org"),
 ]
 
 # Served by the framework, not by our routers.
@@ -152,11 +184,22 @@ FRAMEWORK_ROUTES = {("GET", "/openapi.json"), ("GET", "/docs"), ("HEAD", "/docs"
 
 
 def api_routes(app: Any) -> set[tuple[str, str]]:
-    found = set()
-    for route in app.routes:
-        if isinstance(route, APIRoute) and not route.path.startswith("/dashboard"):
-            for method in route.methods:
-                found.add((method, route.path))
+    """Every (method, path) the app serves outside the dashboard, found by walking the
+    router tree (included routers are nested objects, not flat APIRoutes)."""
+    found: set[tuple[str, str]] = set()
+
+    def walk(routes: Any, prefix: str = "") -> None:
+        for route in routes:
+            nested = getattr(route, "original_router", None) or getattr(route, "router", None)
+            if isinstance(route, APIRoute):
+                path = prefix + route.path
+                if not path.startswith("/dashboard"):
+                    found.update((method, path) for method in route.methods)
+            elif nested is not None and nested is not app.router:
+                walk(nested.routes, prefix + getattr(route, "prefix", ""))
+
+    walk(app.routes)
+    assert found, "found no routes at all: the walk is broken"
     return found
 
 
@@ -172,6 +215,8 @@ def _path(row: Route, w: World, caller: str) -> str:
     path = row.path
     if "{user_id}" in path:
         path = path.replace("{user_id}", user_id(w, row.target))
+    if "{app_id}" in path:
+        path = path.replace("{app_id}", w.partner_apps[row.target])
     if "{session_id}" in path:
         own = w.sessions.get(caller, w.sessions["advocate"])
         path = path.replace("{session_id}", w.other_session if row.target == "other_org" else own)
@@ -188,7 +233,11 @@ def test_matrix(client: TestClient, world: World, row: Route, caller: str) -> No
     kwargs: dict[str, Any] = {"headers": headers}
     if row.body is not None:
         kwargs["json"] = row.body(world)
+    if row.form is not None:
+        kwargs["data"] = row.form
     response = client.request(row.method, _path(row, world, caller), **kwargs)
     assert response.status_code == row.expected[caller], response.text
     if response.status_code >= 400:
-        assert response.headers["content-type"].startswith("application/problem+json")
+        expected_type = ("application/json" if row.path in OAUTH_PATHS
+                         else "application/problem+json")
+        assert response.headers["content-type"].startswith(expected_type)

@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 import structlog
+import structlog.tracebacks
 
 from app.settings import Settings
 
@@ -58,7 +59,10 @@ def configure_logging(settings: Settings, process: str) -> None:
     renderer: Any
     if settings.log_format == "json":
         renderer = structlog.processors.JSONRenderer()
-        exc_processor: Any = structlog.processors.dict_tracebacks
+        # Tracebacks as data, but never with local variables: they hold secrets and
+        # personal data (a password being checked, a client's record being saved).
+        exc_processor: Any = structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
         exc_processor = structlog.processors.format_exc_info

@@ -46,7 +46,7 @@ import logging
 import math
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl
@@ -56,6 +56,7 @@ import sqlalchemy as sa
 from authlib.oauth2.rfc6749 import (
     AuthorizationServer,
     ClientMixin,
+    InsecureTransportError,
     InvalidClientError,
     InvalidRequestError,
     InvalidScopeError,
@@ -114,9 +115,10 @@ class OAuthInput:
     scheme: str
     host: str | None
     address: str
-    headers: Headers
-    form: dict[str, str]
-    problem: str | None  # why the parameters cannot be used, for invalid_request
+    # Credentials travel in these two: kept out of reprs (tracebacks, debug output).
+    headers: Headers = field(repr=False)
+    form: dict[str, str] = field(repr=False)
+    problem: str | None = None  # why the parameters cannot be used, for invalid_request
 
 
 async def read_oauth_input(request: Request) -> OAuthInput:
@@ -126,7 +128,7 @@ async def read_oauth_input(request: Request) -> OAuthInput:
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if request.url.query:
         problem = "Send the parameters in the form-encoded body, never in the URL."
-    elif content_type != FORM_MEDIA_TYPE:
+    elif content_type != FORM_MEDIA_TYPE and (body or content_type):
         problem = f"Send the parameters as {FORM_MEDIA_TYPE}."
     else:
         try:
@@ -140,7 +142,7 @@ async def read_oauth_input(request: Request) -> OAuthInput:
                 problem = "A parameter is repeated (RFC 6749 section 3.2)."
     return OAuthInput(
         method=request.method,
-        url=str(request.url),
+        url=str(request.url.replace(query="")),  # a query is refused; never keep it
         scheme=request.url.scheme,
         host=request.url.hostname,
         address=request.client.host if request.client else "unknown",
@@ -270,9 +272,8 @@ class PartnerRevocationEndpoint(RevocationEndpoint):
         return self.server.find_own_token(request.form["token"], client)
 
     def revoke_token(self, token: PartnerToken, request: OAuth2Request) -> None:
-        if token.revoked_at is None:
-            token.revoked_at = utcnow()
-            self.server.db.flush()
+        token.revoked_at = utcnow()
+        self.server.db.flush()
 
 
 # --- the server -----------------------------------------------------------------------------
@@ -340,6 +341,7 @@ class PartnerAuthorizationServer(AuthorizationServer):
                      details={"scope": token["scope"]})
 
     def find_own_token(self, token: str, client: PartnerClient) -> PartnerToken | None:
+        """The caller's token, if it is one and still unrevoked (signature and expiry checked)."""
         try:
             claims = tokens.decode(token)
         except tokens.InvalidToken:
@@ -347,7 +349,8 @@ class PartnerAuthorizationServer(AuthorizationServer):
         if claims.audience != tokens.PARTNER_AUDIENCE or claims.subject != client.app.client_id:
             return None
         return self.db.scalar(sa.select(PartnerToken).where(
-            PartnerToken.jti == claims.token_id, PartnerToken.app_id == client.app.id))
+            PartnerToken.jti == claims.token_id, PartnerToken.app_id == client.app.id,
+            PartnerToken.revoked_at.is_(None)))
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         if name == "after_revoke_token":
@@ -405,20 +408,14 @@ class PartnerAuthorizationServer(AuthorizationServer):
 # --- the endpoints --------------------------------------------------------------------------
 
 
-def _claimed_client_id(given: OAuthInput) -> str | None:
-    client_id, _secret = extract_basic_authorization(given.headers)
-    return client_id or given.form.get("client_id") or None
-
-
-def _rate_limited(server: PartnerAuthorizationServer, bucket: str,
-                  given: OAuthInput) -> Response | None:
+def _rate_limited(server: PartnerAuthorizationServer, bucket: str, given: OAuthInput,
+                  client_id: str | None) -> Response | None:
     """429 (or 503 when the shared store is down) if the address or the client id is over
     its limit; None to go on."""
     try:
         limiter = RateLimiter(get_store(server.settings))
         wait = limiter.hit(f"{bucket}-address", normalise_address(given.address),
                            *LIMIT_PER_ADDRESS)
-        client_id = _claimed_client_id(given)
         if wait is None and client_id:
             wait = limiter.hit(f"{bucket}-client", client_id[:200], *LIMIT_PER_CLIENT)
     except StoreUnavailable:
@@ -437,21 +434,37 @@ def _rate_limited(server: PartnerAuthorizationServer, bucket: str,
 
 def _refusal(server: PartnerAuthorizationServer, bucket: str,
              given: OAuthInput) -> Response | None:
-    """The checks both endpoints make before Authlib: transport, rate, well-formed body."""
+    """The checks both endpoints make before Authlib: transport, rate, well-formed request."""
     if not transport_allowed(server.settings, given.scheme, given.host):
         return server.error(InvalidRequestError("This endpoint requires HTTPS."))
-    if given.scheme != "https":
+    if given.scheme != "https" and server.settings.env != "production":
         _let_authlib_accept_plain_http()
-    limited = _rate_limited(server, bucket, given)
+    malformed_basic = False
+    try:
+        basic_id, _secret = extract_basic_authorization(given.headers)
+    except UnicodeDecodeError:  # Authlib does not catch it: it would be a 500
+        basic_id, malformed_basic = None, True
+    limited = _rate_limited(server, bucket, given, basic_id or given.form.get("client_id"))
     if limited is not None:
         return limited
+    if malformed_basic:
+        return server.error(InvalidClientError(status_code=401))
     if given.problem:
         return server.error(InvalidRequestError(given.problem))
-    basic_id, _secret = extract_basic_authorization(given.headers)
-    if basic_id and ("client_secret" in given.form or "client_id" in given.form):
+    # client_id may accompany Basic (some libraries always send it) but must agree with it.
+    if basic_id and ("client_secret" in given.form
+                     or given.form.get("client_id", basic_id) != basic_id):
         return server.error(InvalidRequestError(
             "Use one client authentication method: HTTP Basic or the form, not both."))
     return None
+
+
+def _authlib_request(server: PartnerAuthorizationServer,
+                     given: OAuthInput) -> OAuth2Request | Response:
+    try:
+        return server.create_oauth2_request(given)
+    except InsecureTransportError:  # not reached while both transport rules agree
+        return server.error(InvalidRequestError("This endpoint requires HTTPS."))
 
 
 def token_response(db: Session, settings: Settings, given: OAuthInput) -> Response:
@@ -460,7 +473,10 @@ def token_response(db: Session, settings: Settings, given: OAuthInput) -> Respon
     refused = _refusal(server, "oauth-token", given)
     if refused is not None:
         return refused
-    response: Response = server.create_token_response(server.create_oauth2_request(given))
+    request = _authlib_request(server, given)
+    if isinstance(request, Response):
+        return request
+    response: Response = server.create_token_response(request)
     return response
 
 
@@ -470,8 +486,11 @@ def revocation_response(db: Session, settings: Settings, given: OAuthInput) -> R
     refused = _refusal(server, "oauth-revoke", given)
     if refused is not None:
         return refused
+    request = _authlib_request(server, given)
+    if isinstance(request, Response):
+        return request
     response: Response = server.create_endpoint_response(
-        PartnerRevocationEndpoint.ENDPOINT_NAME, server.create_oauth2_request(given))
+        PartnerRevocationEndpoint.ENDPOINT_NAME, request)
     return response
 
 

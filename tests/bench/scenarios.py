@@ -18,9 +18,16 @@ Credential header values are masked whenever a wrk command is printed.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[2]
+BENCH_PASSWORD = "a fictional benchmark passphrase"
 
 BASELINE = "baseline"
 ADVOCASE = "advocase"
@@ -56,6 +63,28 @@ class Scenario:
         return headers
 
 
+def advocate_token(ctx: Context) -> dict[str, str]:
+    """An advocate (no MFA needed) of a fictional agency signs in through the API."""
+
+    def cli(*args: str, stdin: str | None = None) -> None:
+        subprocess.run([sys.executable, "-m", "app.cli", *args], input=stdin, text=True,  # noqa: S603
+                       env=dict(ctx.env), cwd=ctx.var_dir, check=True,
+                       capture_output=True, timeout=60)
+
+    cli("create-org", "--name", "Bench Agency (fictional)", "--slug", "bench")
+    cli("create-user", "--org", "bench", "--email", "bench.advocate@example.test",
+        "--role", "advocate", stdin=BENCH_PASSWORD + "\n")
+    request = urllib.request.Request(
+        ctx.base_url + "/api/v1/auth/login",
+        data=json.dumps({"email": "bench.advocate@example.test",
+                         "password": BENCH_PASSWORD}).encode(),
+        headers={"content-type": "application/json"}, method="POST")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=30) as response:  # noqa: S310 - loopback only
+        token = json.load(response)["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
 BASELINE_SCENARIO = Scenario(
     BASELINE, BASELINE, "/", description="minimal Starlette app, GET / -> {\"status\":\"ok\"}"
 )
@@ -70,6 +99,10 @@ SCENARIOS: tuple[Scenario, ...] = (
         "readyz", ADVOCASE, "/readyz",
         description="readiness: SELECT 1 on the database and on the embedded broker, "
         "plus the worker-heartbeat query, in the thread pool",
+    ),
+    Scenario(
+        "me", ADVOCASE, "/api/v1/me", setup=advocate_token,
+        description="authenticated GET: ES256 token check, session + user lookup, org row",
     ),
 )
 

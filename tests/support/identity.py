@@ -9,7 +9,7 @@ from sqlmodel import Session
 
 from app.db import utcnow
 from app.identity import service, tokens
-from app.identity.models import AuthSession, Org, StaffUser
+from app.identity.models import AuthSession, Org, PartnerApp, StaffUser
 
 PASSWORD = "correct horse battery staple (fictional)"
 
@@ -44,3 +44,12 @@ def staff_token(db: Session, user: StaffUser, *, scope: str = "") -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def make_partner_app(db: Session, org: Org, scopes: tuple[str, ...] = ("referrals:read",),
+                     name: str = "Fictional Partner App") -> tuple[PartnerApp, str]:
+    """A partner app registered through the service (as the CLI does); returns it and its
+    client secret."""
+    from app.identity import partners
+
+    return partners.create_partner_app(db, None, org=org, name=name, scopes=list(scopes))
