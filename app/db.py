@@ -8,7 +8,7 @@ commits once at the edge on success and rolls back on any error. Services only
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -114,6 +114,10 @@ def create_db_engine(url: str, settings: Settings | None = None) -> Engine:
         engine = sa.create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 10},
+            # One connection per thread-pool worker (40 by default): a request must not
+            # wait for a connection while holding its place in the thread pool.
+            pool_size=40,
+            max_overflow=10,
             **common,
         )
         _use_explicit_sqlite_transactions(engine)
@@ -196,15 +200,10 @@ def unit_of_work(engine: Engine | None = None, *, reading: bool = False) -> Iter
     """
     engine = engine or get_engine()
     if reading:
-        factory = sessionmaker(bind=engine, class_=Session, expire_on_commit=False,
-                               autoflush=True)
-        connection = read_only(engine)
-        factory.configure(bind=connection)
-        try:
-            with factory() as session, committing(session):
-                yield session
-        finally:
-            connection.close()
+        with read_only(engine) as connection, \
+                Session(bind=connection, expire_on_commit=False) as session, \
+                committing(session):
+            yield session
         return
     with session_factory(engine)() as session, committing(session):
         yield session
@@ -213,7 +212,7 @@ def unit_of_work(engine: Engine | None = None, *, reading: bool = False) -> Iter
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_db(request: Request) -> Iterator[Session]:
+async def get_db(request: Request) -> AsyncIterator[Session]:
     """FastAPI dependency: the request's session, committed once after the endpoint returns.
 
     Declared with ``scope="function"`` so the commit happens before the response is

@@ -13,7 +13,7 @@ from app.core.access import Actor
 from app.core.errors import Forbidden, Unauthorized
 from app.db import SessionDep, utcnow
 from app.identity import tokens
-from app.identity.models import AuthSession, PartnerApp, PartnerToken, StaffUser
+from app.identity.models import AuthSession, Org, PartnerApp, PartnerToken, StaffUser
 
 bearer = HTTPBearer(auto_error=False, description="Staff access token or partner-app token")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="advocase"'}
@@ -25,6 +25,25 @@ def _refuse(reason: str, detail: str = "The access token is missing, invalid or 
                         headers=_CHALLENGE | {"WWW-Authenticate":
                                               'Bearer realm="advocase", error="invalid_token"'},
                         audit={"event": "auth.token_rejected", "reason": reason, **audit})
+
+
+_user, _session, _org = (StaffUser.__table__.c, AuthSession.__table__.c, Org.__table__.c)
+_STAFF_LOOKUP = (
+    sa.select(_user.id, _user.org_id, _user.email, _user.display_name, _user.role,
+              _user.is_active, _user.mfa_enabled, _user.created_at, _user.last_login_at,
+              _org.slug.label("org_slug"), _org.name.label("org_name"),
+              _org.require_mfa_for_all, _session.revoked_at, _session.expires_at)
+    .select_from(AuthSession.__table__.join(StaffUser.__table__, _user.id == _session.user_id)
+                 .join(Org.__table__, _org.id == _user.org_id))
+    .where(_session.id == sa.bindparam("session_id"), _user.id == sa.bindparam("user_id"))
+)
+_app, _token = PartnerApp.__table__.c, PartnerToken.__table__.c
+_PARTNER_LOOKUP = (
+    sa.select(_app.id, _app.org_id, _app.is_active, _token.revoked_at, _token.expires_at,
+              _token.scope)
+    .select_from(PartnerToken.__table__.join(PartnerApp.__table__, _app.id == _token.app_id))
+    .where(_token.jti == sa.bindparam("jti"), _app.client_id == sa.bindparam("client_id"))
+)
 
 
 def authenticate_request(request: Request, db: SessionDep,
@@ -40,24 +59,19 @@ def authenticate_request(request: Request, db: SessionDep,
     if claims.audience == tokens.STAFF_AUDIENCE:
         if claims.session_id is None:
             raise _refuse("claims")
-        row = db.execute(
-            sa.select(StaffUser.role, StaffUser.is_active, StaffUser.org_id,
-                      AuthSession.revoked_at, AuthSession.expires_at)
-            .join(AuthSession, AuthSession.user_id == StaffUser.id)
-            .where(AuthSession.id == claims.session_id,
-                   StaffUser.id == UUID(claims.subject))
+        # One Core statement (no ORM layer): this runs on every staff request.
+        row = db.connection().execute(
+            _STAFF_LOOKUP, {"session_id": claims.session_id, "user_id": UUID(claims.subject)}
         ).first()
         if row is None or not row.is_active or row.revoked_at is not None \
                 or row.expires_at <= now or row.org_id != claims.org_id:
             raise _refuse("session_ended")
+        request.state.staff = row
         actor = Actor(kind="user", id=UUID(claims.subject), org_id=row.org_id, role=row.role,
                       scopes=frozenset(claims.scope.split()), session_id=claims.session_id)
     else:
-        row = db.execute(
-            sa.select(PartnerApp.id, PartnerApp.org_id, PartnerApp.is_active,
-                      PartnerToken.revoked_at, PartnerToken.expires_at, PartnerToken.scope)
-            .join(PartnerToken, PartnerToken.app_id == PartnerApp.id)
-            .where(PartnerToken.jti == claims.token_id, PartnerApp.client_id == claims.subject)
+        row = db.connection().execute(
+            _PARTNER_LOOKUP, {"jti": claims.token_id, "client_id": claims.subject}
         ).first()
         if row is None or not row.is_active or row.revoked_at is not None \
                 or row.expires_at <= now:
@@ -68,14 +82,14 @@ def authenticate_request(request: Request, db: SessionDep,
     return actor
 
 
-def any_actor(request: Request, db: SessionDep,
+async def any_actor(request: Request, db: SessionDep,
               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
               ) -> Actor:
     """Any valid token, including a staff token limited to MFA enrolment."""
     return authenticate_request(request, db, credentials)
 
 
-def full_actor(actor: Annotated[Actor, Depends(any_actor)]) -> Actor:
+async def full_actor(actor: Annotated[Actor, Depends(any_actor)]) -> Actor:
     """A valid token with full rights (an enrolment-only token is refused)."""
     if tokens.ENROLMENT_SCOPE in actor.scopes:
         raise Forbidden("Set up multi-factor authentication first (POST /api/v1/me/mfa).",

@@ -7,7 +7,9 @@ revocation. Refresh tokens are opaque random strings (see the service).
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -92,10 +94,38 @@ class InvalidToken(Exception):
         self.reason = reason
 
 
+_verified: OrderedDict[str, AccessClaims] = OrderedDict()
+_verified_lock = threading.Lock()
+VERIFIED_CACHE_SIZE = 10_000
+
+
 def decode(token: str) -> AccessClaims:
-    """Verify signature, algorithm, issuer, audience and lifetime; InvalidToken otherwise."""
+    """Verify signature, algorithm, issuer, audience and lifetime; InvalidToken otherwise.
+
+    A client presents the same token for up to 15 minutes: the result of checking
+    its signature is kept (by the exact token string) in a bounded cache, while
+    its lifetime is checked on every call. Revocation is checked by the caller
+    against the database each time, never cached.
+    """
     if not token or len(token) > 4096 or token.count(".") != 2:
         raise InvalidToken("malformed")
+    with _verified_lock:
+        cached = _verified.get(token)
+        if cached is not None:
+            _verified.move_to_end(token)
+    if cached is not None:
+        if cached.expires_at + LEEWAY_SECONDS < time.time():
+            raise InvalidToken("expired_token")
+        return cached
+    claims = _verify(token)
+    with _verified_lock:
+        _verified[token] = claims
+        if len(_verified) > VERIFIED_CACHE_SIZE:
+            _verified.popitem(last=False)
+    return claims
+
+
+def _verify(token: str) -> AccessClaims:
     try:
         decoded = jwt.decode(token, signing_key(), algorithms=[ALGORITHM])
     except JoseError as exc:
