@@ -196,6 +196,35 @@ def create_user_command(org_slug: str, email: str, role: str, display_name: str 
     _emit(data, as_json, f"created {data['role']} {data['email']} in {data['org']}")
 
 
+@cli.command("create-partner-app")
+@click.option("--org", "org_slug", required=True, help="The agency's slug.")
+@click.option("--name", required=True)
+@click.option("--scopes", required=True,
+              help='Space-separated, from "referrals:read referrals:write resources:read '
+                   'resources:write".')
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def create_partner_app_command(org_slug: str, name: str, scopes: str, as_json: bool) -> None:
+    """Register a partner app; prints client_id and client_secret (the secret only now)."""
+    _configure_logging("cli")
+    from app.core.errors import DomainError
+    from app.db import unit_of_work
+    from app.identity import partners, service
+
+    try:
+        with unit_of_work() as db:
+            org = service.get_org_by_slug(db, org_slug)
+            app, secret = partners.create_partner_app(db, None, org=org, name=name,
+                                                      scopes=scopes.split())
+            data = {"id": str(app.id), "client_id": app.client_id, "client_secret": secret,
+                    "scopes": app.scopes.split(), "org": org.slug}
+    except DomainError as exc:
+        problems = "; ".join(e.get("message", "") for e in (exc.errors or []))
+        _fail(exc.detail + (f" ({problems})" if problems else ""), as_json)
+    _emit(data, as_json,
+          f"partner app {data['client_id']} created in {data['org']}\n"
+          f"client_secret: {data['client_secret']}   (shown this once; store it now)")
+
+
 @cli.command("reset-mfa")
 @click.option("--email", required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

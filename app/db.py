@@ -7,6 +7,7 @@ commits once at the edge on success and rolls back on any error. Services only
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -82,6 +83,9 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.close()
 
 
+_WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+
+
 def _use_explicit_sqlite_transactions(engine: Engine) -> None:
     """Let SQLAlchemy, not pysqlite, decide where transactions begin.
 
@@ -98,8 +102,21 @@ def _use_explicit_sqlite_transactions(engine: Engine) -> None:
         # IMMEDIATE takes the write lock up front, as Rails does for SQLite: a
         # transaction that read first and wrote later would otherwise fail with
         # SQLITE_BUSY when another process wrote in between, instead of waiting.
+        # LAZY (mostly-reading requests): reads run without a transaction, and the
+        # first write opens an IMMEDIATE one (below), so it waits for the lock
+        # instead of failing on a snapshot another writer has moved past.
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        if mode != "LAZY":
+            connection.exec_driver_sql(f"BEGIN {mode}")
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _begin_before_first_write(connection: sa.Connection, cursor: Any, statement: str,
+                                  parameters: Any, context: Any, executemany: bool) -> None:
+        if connection.get_execution_options().get("sqlite_begin") != "LAZY":
+            return
+        dbapi = connection.connection.dbapi_connection
+        if dbapi is not None and not dbapi.in_transaction and _WRITES.match(statement):
+            cursor.execute("BEGIN IMMEDIATE")
 
 
 def create_db_engine(url: str, settings: Settings | None = None) -> Engine:
@@ -164,8 +181,9 @@ def dispose_engines() -> None:
 
 
 def read_only(engine: Engine) -> sa.Connection:
-    """A connection for reads only: on SQLite its transactions do not take the write lock."""
-    return engine.connect().execution_options(sqlite_begin="DEFERRED")
+    """A connection for work that mostly reads: on SQLite, reads take no lock and the
+    first write (if any) opens a transaction that waits for the write lock."""
+    return engine.connect().execution_options(sqlite_begin="LAZY")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from app import __version__
 from app.audit import api as audit_api
 from app.core.errors import install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.dashboard import STATIC_DIR as DASHBOARD_STATIC_DIR
+from app.dashboard import views as dashboard_views
 from app.db import get_engine
 from app.identity import api as identity_api
 from app.identity import partner_api
@@ -16,10 +23,20 @@ from app.system import api as system_api
 from app.system.health import ReadinessChecker
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Sync endpoints run in this pool. More threads than cores only add GIL
+    # contention for this CPU-bound work; the size is a setting.
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    limiter.total_tokens = app.state.settings.threadpool_size
+    yield
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.ensure_dirs()
     app = FastAPI(
+        lifespan=_lifespan,
         title="advocase",
         version=__version__,
         description=(
@@ -39,6 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(identity_api.router)
     app.include_router(partner_api.router)
     app.include_router(audit_api.router)
+    app.include_router(dashboard_views.router)
+    app.mount("/dashboard/static", StaticFiles(directory=DASHBOARD_STATIC_DIR),
+              name="dashboard-static")
 
     # Added last = outermost: the request context wraps everything, including the body limit.
     app.add_middleware(

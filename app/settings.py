@@ -83,6 +83,10 @@ class Settings(BaseSettings):
         "Redis when the broker is Redis, otherwise in-process memory",
     )
 
+    public_url: str = Field(
+        default="http://127.0.0.1:8000", pattern=r"^https?://[^/?#]+(/[^?#]*)?$",
+        description="The address users and partner apps reach; the OAuth issuer. "
+        "Set it to the https address in production.")
     access_token_minutes: int = Field(default=15, ge=1, le=60)
     refresh_idle_hours: float = Field(default=12, gt=0)
     session_absolute_hours: float = Field(default=168, gt=0)
@@ -156,6 +160,11 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return str(self.database_url).startswith("sqlite")
+
+    @property
+    def issuer(self) -> str:
+        """The OAuth issuer identifier: our public address (RFC 8414, RFC 9068 ``iss``)."""
+        return self.public_url.rstrip("/")
 
     @property
     def rate_limit_storage_url(self) -> str | None:

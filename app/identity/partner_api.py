@@ -15,6 +15,7 @@ from app.identity import oauth, partners, tokens
 from app.identity import partner_schemas as schemas
 from app.identity.deps import CurrentActor
 from app.identity.models import Org, PartnerApp
+from app.settings import get_settings
 
 router = APIRouter()
 
@@ -73,11 +74,14 @@ def revoke(request: Request, given: OAuthInputDep, db: SessionDep) -> Response:
             response_model=schemas.AuthorizationServerMetadata)
 def authorization_server_metadata(request: Request) -> dict[str, Any]:
     """Authorization server metadata (RFC 8414)."""
+    # Built from the configured public address, not from the request's Host header:
+    # the issuer must equal the ``iss`` of the tokens, whoever asks and however.
+    issuer = get_settings().issuer
     return oauth.metadata(
-        str(request.base_url),
-        token_endpoint=str(request.url_for("oauth_token")),
-        revocation_endpoint=str(request.url_for("oauth_revoke")),
-        jwks_uri=str(request.url_for("oauth_jwks")),
+        issuer,
+        token_endpoint=issuer + "/oauth/token",
+        revocation_endpoint=issuer + "/oauth/revoke",
+        jwks_uri=issuer + "/oauth/jwks",
     )
 
 

@@ -237,6 +237,24 @@ def _throttle() -> Any:
     return LoginThrottle(get_store(get_settings()))
 
 
+# Second-factor and re-authentication attempts per account: enough for typos, far too
+# few to guess a 6-digit code or a password.
+REAUTH_LIMIT, REAUTH_WINDOW = 10, 15 * 60
+
+
+def limit_attempts(bucket: str, user_id: UUID) -> None:
+    """Refuse (429) a burst of code or password guesses against one account."""
+    from app.core.ratelimit import RateLimiter, get_store
+
+    wait = RateLimiter(get_store(get_settings())).hit(bucket, str(user_id), REAUTH_LIMIT,
+                                                      REAUTH_WINDOW)
+    if wait:
+        seconds = max(1, int(wait + 0.999))
+        raise TooManyRequests(f"Too many attempts. Try again in {seconds} seconds.",
+                              headers={"Retry-After": str(seconds)},
+                              audit={"event": "auth.attempts_throttled", "bucket": bucket})
+
+
 def _too_many(wait: float) -> TooManyRequests:
     seconds = max(1, int(wait + 0.999))
     return TooManyRequests(
@@ -421,6 +439,7 @@ def change_password(db: Session, actor: Actor, *, current_password: str,
     """Change one's own password; every other session is ended."""
     user = db.get(StaffUser, actor.id)
     assert user is not None
+    limit_attempts("password-change", user.id)
     if not user.password_hash or not verify_password(user.password_hash, current_password):
         raise Forbidden("The current password is wrong.", kind="reauthentication-failed",
                         errors=[{"field": "current_password", "location": "body",
@@ -524,6 +543,7 @@ def confirm_mfa_enrolment(db: Session, actor: Actor, *, code: str) -> list[str]:
         raise Conflict("MFA is already on for this account.")
     if user.mfa_secret is None:
         raise Conflict("Start the enrolment first.")
+    limit_attempts("mfa-confirm", user.id)
     step = _matching_step(_totp(user), code, utcnow())
     if step is None:
         raise Invalid("That code is not valid.", errors=[{"field": "totp_code", "location": "body",
@@ -555,6 +575,7 @@ def admin_reset_mfa(db: Session, actor: Actor, user_id: UUID, *, password: str) 
     """An admin resets a colleague's MFA after re-entering their own password."""
     user = get_user(db, actor, user_id)
     require(actor, "users:reset_mfa")
+    limit_attempts("reauth", actor.id)
     admin = db.get(StaffUser, actor.id)
     if admin is None or not admin.password_hash or not verify_password(admin.password_hash,
                                                                          password):

@@ -24,7 +24,6 @@ from app.core.crypto import jwt_signing_key
 from app.settings import get_settings
 
 ALGORITHM = "ES256"
-ISSUER = "advocase"
 STAFF_AUDIENCE = "advocase:staff"
 PARTNER_AUDIENCE = "advocase:partner"
 ENROLMENT_SCOPE = "mfa:enrol"
@@ -65,7 +64,7 @@ def issue(claims: dict[str, Any], *, audience: str, lifetime_seconds: int) -> tu
     now = int(time.time())
     payload = {
         **claims,
-        "iss": ISSUER,
+        "iss": get_settings().issuer,
         "aud": audience,
         "iat": now,
         "nbf": now,
@@ -137,7 +136,7 @@ def _verify(token: str) -> AccessClaims:
     claims = decoded.claims
     registry = JWTClaimsRegistry(
         leeway=LEEWAY_SECONDS,
-        iss={"essential": True, "value": ISSUER},
+        iss={"essential": True, "value": get_settings().issuer},
         aud={"essential": True, "values": [STAFF_AUDIENCE, PARTNER_AUDIENCE]},
         exp={"essential": True},
         sub={"essential": True},

@@ -522,14 +522,21 @@ def test_revocation_is_rate_limited_too(api, agency, monkeypatch):
 # --- metadata and keys ---------------------------------------------------------------------------
 
 
-def test_metadata_describes_the_server(api):
-    response = api.get("/.well-known/oauth-authorization-server")
+def test_metadata_describes_the_server(api, agency, settings):
+    response = api.get("/.well-known/oauth-authorization-server",
+                       headers={"host": "attacker.example"})
     assert response.status_code == 200
     meta = response.json()
-    assert meta["issuer"] == "http://testserver"
-    assert meta["token_endpoint"] == "http://testserver/oauth/token"
-    assert meta["revocation_endpoint"] == "http://testserver/oauth/revoke"
-    assert meta["jwks_uri"] == "http://testserver/oauth/jwks"
+    # The configured public address, never the request's Host header.
+    issuer = settings.issuer
+    assert meta["issuer"] == issuer
+    assert meta["token_endpoint"] == f"{issuer}/oauth/token"
+    assert meta["revocation_endpoint"] == f"{issuer}/oauth/revoke"
+    assert meta["jwks_uri"] == f"{issuer}/oauth/jwks"
+    # ... and it is the `iss` of the tokens the server issues (RFC 9068).
+    token = issue(api, agency.app, agency.secret)
+    assert jwt.decode(token, KeySet.import_key_set(api.get("/oauth/jwks").json()),
+                      algorithms=["ES256"]).claims["iss"] == issuer
     assert meta["grant_types_supported"] == ["client_credentials"]
     assert set(meta["token_endpoint_auth_methods_supported"]) == {"client_secret_basic",
                                                                    "client_secret_post"}
