@@ -63,6 +63,18 @@ def settings() -> Settings:
     return get_settings()
 
 
+@pytest.fixture(autouse=True)
+def isolated_rate_limits() -> Iterator[None]:
+    """Each test counts login failures and rate limits in a key space of its own."""
+    from uuid import uuid4
+
+    from app.core import ratelimit
+
+    ratelimit.reset_stores(namespace=f"t{uuid4().hex[:10]}:")
+    yield
+    ratelimit.reset_stores()
+
+
 @pytest.fixture(scope="session")
 def engine(settings: Settings) -> Iterator[Engine]:
     """The worker's database, created if needed and migrated to head once per run."""

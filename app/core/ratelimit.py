@@ -360,6 +360,7 @@ class RedisStore(RateLimitStore):
 
 _stores: dict[tuple[str | None, str], RateLimitStore] = {}
 _stores_lock = threading.Lock()
+_namespace = ""
 
 
 def get_store(settings: Settings) -> RateLimitStore:
@@ -374,14 +375,21 @@ def get_store(settings: Settings) -> RateLimitStore:
     with _stores_lock:
         store = _stores.get(identity)
         if store is None:
-            store = RedisStore(url, secret) if url else MemoryStore(secret)
+            store = (RedisStore(url, secret, prefix=_namespace) if url
+                     else MemoryStore(secret, prefix=_namespace))
             _stores[identity] = store
         return store
 
 
-def reset_stores() -> None:
-    """Forget the process-wide stores (tests, or after the settings changed)."""
+def reset_stores(namespace: str | None = None) -> None:
+    """Forget the process-wide stores (tests, or after the settings changed).
+
+    ``namespace`` starts a fresh key space in a shared Redis (each test takes its
+    own, so counts never leak from one test into another)."""
+    global _namespace
     with _stores_lock:
+        if namespace is not None:
+            _namespace = namespace
         for store in _stores.values():
             if isinstance(store, RedisStore):
                 store.close()
