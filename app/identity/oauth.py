@@ -46,6 +46,7 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -467,31 +468,31 @@ def _authlib_request(server: PartnerAuthorizationServer,
         return server.error(InvalidRequestError("This endpoint requires HTTPS."))
 
 
-def token_response(db: Session, settings: Settings, given: OAuthInput) -> Response:
-    """``POST /oauth/token``: the client credentials grant."""
-    server = PartnerAuthorizationServer(db, settings, endpoint="token")
-    refused = _refusal(server, "oauth-token", given)
+def _respond(db: Session, settings: Settings, given: OAuthInput, *, endpoint: str,
+             bucket: str, answer: Callable[[PartnerAuthorizationServer, Any], Response],
+             ) -> Response:
+    """Shared front of both endpoints: limits, transport and request checks, then Authlib."""
+    server = PartnerAuthorizationServer(db, settings, endpoint=endpoint)
+    refused = _refusal(server, bucket, given)
     if refused is not None:
         return refused
     request = _authlib_request(server, given)
     if isinstance(request, Response):
         return request
-    response: Response = server.create_token_response(request)
-    return response
+    return answer(server, request)
+
+
+def token_response(db: Session, settings: Settings, given: OAuthInput) -> Response:
+    """``POST /oauth/token``: the client credentials grant."""
+    return _respond(db, settings, given, endpoint="token", bucket="oauth-token",
+                    answer=lambda server, request: server.create_token_response(request))
 
 
 def revocation_response(db: Session, settings: Settings, given: OAuthInput) -> Response:
     """``POST /oauth/revoke``: RFC 7009 revocation of one of the caller's own tokens."""
-    server = PartnerAuthorizationServer(db, settings, endpoint="revocation")
-    refused = _refusal(server, "oauth-revoke", given)
-    if refused is not None:
-        return refused
-    request = _authlib_request(server, given)
-    if isinstance(request, Response):
-        return request
-    response: Response = server.create_endpoint_response(
-        PartnerRevocationEndpoint.ENDPOINT_NAME, request)
-    return response
+    return _respond(db, settings, given, endpoint="revocation", bucket="oauth-revoke",
+                    answer=lambda server, request: server.create_endpoint_response(
+                        PartnerRevocationEndpoint.ENDPOINT_NAME, request))
 
 
 def metadata(base_url: str, *, token_endpoint: str, revocation_endpoint: str,

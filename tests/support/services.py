@@ -69,28 +69,26 @@ def require_postgres(url: str = POSTGRES_URL) -> None:
         engine.dispose()
 
 
-def recreate_postgres_database(url: str) -> None:
-    """Drop and create the database named in ``url`` (test databases only)."""
+def _drop_database(url: str, *, create_again: bool) -> None:
     name = sa.make_url(url).database
-    assert name and re.fullmatch(r"[a-z0-9_]+", name), name
+    assert name and re.fullmatch(r"[a-z0-9_]+", name), name  # test databases only
     engine = _admin_engine(url)
     try:
         with engine.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            if create_again:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     finally:
         engine.dispose()
+
+
+def recreate_postgres_database(url: str) -> None:
+    """Drop and create the database named in ``url``."""
+    _drop_database(url, create_again=True)
 
 
 def drop_postgres_database(url: str) -> None:
-    name = sa.make_url(url).database
-    assert name and re.fullmatch(r"[a-z0-9_]+", name), name
-    engine = _admin_engine(url)
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        engine.dispose()
+    _drop_database(url, create_again=False)
 
 
 def require_redis(url: str = REDIS_URL) -> None:
