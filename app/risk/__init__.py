@@ -1,0 +1,1 @@
+"""Risk assessment: data-defined instruments (app.risk.instruments), scoring and results."""
