@@ -287,6 +287,81 @@ def audit_anchor_command(as_json: bool) -> None:
     _emit(data, as_json, f"anchored {len(data['anchored'])} chains")
 
 
+@cli.group("keys")
+def keys_group() -> None:
+    """Encryption keys: org keysets and client data keys."""
+
+
+@keys_group.command("rotate")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def keys_rotate_command(as_json: bool) -> None:
+    """Add a new primary key to every org keyset; client keys are re-wrapped in the background."""
+    _configure_logging("cli")
+    from app.core import keys
+    from app.db import unit_of_work
+
+    with unit_of_work() as db:
+        rotations = keys.rotate_all_org_keys(db)
+        data = {"rotated": [{"org_id": str(r.org_id), "from_version": r.from_version,
+                             "to_version": r.to_version} for r in rotations]}
+    lines = [f"org {r['org_id']}: keyset v{r['from_version']} -> v{r['to_version']}"
+             for r in data["rotated"]]
+    _emit(data, as_json, "\n".join([*lines, f"rotated {len(lines)} org keysets; client keys "
+                                              "are re-wrapped by the worker (see keys status)"]))
+
+
+@keys_group.command("rewrap")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def keys_rewrap_command(as_json: bool) -> None:
+    """Re-wrap now, in this process, every client key still on an older org key version."""
+    _configure_logging("cli")
+    from app.core import keys
+    from app.db import unit_of_work
+
+    with unit_of_work(reading=True) as db:
+        org_ids = [status.org_id for status in keys.key_status(db)]
+    rewrapped: dict[str, int] = {}
+    for org_id in org_ids:
+        after, total = None, 0
+        while True:
+            with unit_of_work() as db:
+                batch = keys.rewrap_client_keys(db, org_id=org_id, after_client_id=after)
+            total += batch.rewrapped
+            if batch.done:
+                break
+            after = batch.next_after
+        rewrapped[str(org_id)] = total
+    _emit({"rewrapped": rewrapped}, as_json,
+          f"re-wrapped {sum(rewrapped.values())} client keys in {len(rewrapped)} orgs")
+
+
+@keys_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def keys_status_command(as_json: bool) -> None:
+    """Per org: keyset version and how many client keys are on it."""
+    _configure_logging("cli")
+    import sqlalchemy as sa
+
+    from app.core import keys
+    from app.db import unit_of_work
+    from app.identity.models import Org
+
+    with unit_of_work(reading=True) as db:
+        report = keys.key_status(db)
+        slugs = dict(db.execute(sa.select(Org.id, Org.slug)).all())  # type: ignore[call-overload]
+    orgs = [status.as_dict() | {"slug": slugs.get(status.org_id)} for status in report]
+    lines = [
+        f"{o['slug'] or o['org_id']}: keyset v{o['version']} ({o['aead_keys']} AEAD keys, "
+        f"{o['prf_keys']} PRF key{'s' if o['prf_keys'] != 1 else ''}); client keys: "
+        f"{o['on_current_version']} on v{o['version']}, {o['on_older_versions']} older, "
+        f"{o['destroyed']} destroyed"
+        + ("; re-wrap in progress" if o["rotation_pending"] else "")
+        + ("" if o["kek_current"] else "; WRAPPED BY ANOTHER MASTER KEY")
+        for o in orgs
+    ]
+    _emit({"orgs": orgs}, as_json, "\n".join(lines) if lines else "no org keys yet")
+
+
 def _die_with_parent() -> None:
     # Children stop when `advocase dev` dies, even by SIGKILL (Linux only).
     try:

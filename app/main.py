@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__
 from app.audit import api as audit_api
+from app.clients import api as clients_api
 from app.core.errors import install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.dashboard import STATIC_DIR as DASHBOARD_STATIC_DIR
@@ -18,6 +19,7 @@ from app.dashboard import views as dashboard_views
 from app.db import get_engine
 from app.identity import api as identity_api
 from app.identity import partner_api
+from app.notifications import api as notifications_api
 from app.settings import Settings, get_settings
 from app.system import api as system_api
 from app.system.health import ReadinessChecker
@@ -56,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(identity_api.router)
     app.include_router(partner_api.router)
     app.include_router(audit_api.router)
+    app.include_router(clients_api.router)
+    app.include_router(notifications_api.router)
     app.include_router(dashboard_views.router)
     app.mount("/dashboard/static", StaticFiles(directory=DASHBOARD_STATIC_DIR),
               name="dashboard-static")

@@ -2,7 +2,9 @@
 
 from sqlmodel import SQLModel
 
+from app.clients.models import BreakGlassGrant, CaseNumberCounter, Client, ClientAssignment
 from app.core.audit import AuditAnchor, AuditChainHead, AuditEvent
+from app.core.key_models import ClientDataKey, KeyRotation, OrgKeyset
 from app.identity.models import (
     AuthSession,
     Org,
@@ -12,11 +14,14 @@ from app.identity.models import (
     RefreshToken,
     StaffUser,
 )
+from app.notifications.models import Notification
 from app.system.models import WorkerHeartbeat
 
 metadata = SQLModel.metadata
 
 __all__ = [
-    "AuditAnchor", "AuditChainHead", "AuditEvent", "AuthSession", "Org", "PartnerApp",
-    "PartnerToken", "RecoveryCode", "RefreshToken", "StaffUser", "WorkerHeartbeat", "metadata",
+    "BreakGlassGrant", "CaseNumberCounter", "Client", "ClientAssignment", "Notification",
+    "AuditAnchor", "AuditChainHead", "AuditEvent", "AuthSession", "ClientDataKey",
+    "KeyRotation", "Org", "OrgKeyset", "PartnerApp", "PartnerToken", "RecoveryCode",
+    "RefreshToken", "StaffUser", "WorkerHeartbeat", "metadata",
 ]

@@ -17,10 +17,12 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from app.clients import service as clients_service
 from app.core import ratelimit
 from app.db import utcnow
 from app.identity import tokens
 from app.identity.models import PartnerApp, PartnerToken, StaffUser
+from app.notifications import service as notifications
 from tests.support.identity import PASSWORD, bearer, make_org, make_user, staff_session
 
 CALLERS = ("anonymous", "admin", "supervisor", "advocate", "auditor", "partner", "enrolling")
@@ -34,6 +36,8 @@ class World:
     sessions: dict[str, str]
     other_session: str
     partner_apps: dict[str, str]
+    clients: dict[str, str]
+    notifications: dict[str, str]
 
 
 def partner_token(db: Session, org_id: Any, scopes: str) -> tuple[str, str]:
@@ -68,9 +72,29 @@ def world(db: Session) -> World:
     _, other_app = partner_token(db, other.id, all_scopes)
     other_user = make_user(db, other, "advocate")
     other_session = staff_session(db, other_user)
+    colleague = make_user(db, org, "advocate")
+    clients = {
+        "own": _client(db, org.id, users["advocate"]),
+        "other_caseload": _client(db, org.id, colleague),
+        "other_org": _client(db, other.id, other_user),
+    }
+    notes = {role: notifications.notify(db, org_id=org.id, user_ids=[user.id],
+                                        kind="break_glass")[0].id
+             for role, user in users.items()}
+    notes["other_org"] = notifications.notify(db, org_id=other.id, user_ids=[other_user.id],
+                                              kind="break_glass")[0].id
     db.commit()
     return World(issued, users, other_user, {k: str(v.id) for k, v in sessions.items()},
-                 str(other_session.id), {"own": own_app, "other_org": other_app})
+                 str(other_session.id), {"own": own_app, "other_org": other_app},
+                 clients, {k: str(v) for k, v in notes.items()})
+
+
+def _client(db: Session, org_id: Any, advocate: StaffUser) -> str:
+    from app.core.access import Actor
+
+    actor = Actor(kind="user", id=advocate.id, org_id=org_id, role="advocate")
+    return str(clients_service.create_client(db, actor, personal={
+        "preferred_name": "Matrix Fictional"}).client.id)
 
 
 Body = Callable[[World], Any]
@@ -97,6 +121,12 @@ def new_user_body(_: World) -> dict[str, str]:
 
 STAFF_ALL = {"admin": 200, "supervisor": 200, "advocate": 200, "auditor": 200}
 DENY_OTHERS = {"anonymous": 401, "partner": 403, "enrolling": 403}
+
+
+def client_rights(admin: int, supervisor: int, advocate: int, auditor: int = 403
+                  ) -> dict[str, int]:
+    return DENY_OTHERS | {"admin": admin, "supervisor": supervisor, "advocate": advocate,
+                          "auditor": auditor}
 
 
 def admin_only(allowed: int, *, other_org: bool = False) -> dict[str, int]:
@@ -175,6 +205,35 @@ MATRIX: list[Route] = [
     Route("POST", "/api/v1/partner-apps/{app_id}/secret", admin_only(200)),
     Route("POST", "/api/v1/partner-apps/{app_id}/secret", admin_only(200, other_org=True),
           target="other_org"),
+    # Clients: admins read nothing without emergency access; auditors nothing at all.
+    Route("GET", "/api/v1/clients", client_rights(200, 200, 200)),
+    Route("POST", "/api/v1/clients/search", client_rights(200, 200, 200),
+          body=lambda w: {"name": "Matrix Fictional"}),
+    Route("POST", "/api/v1/clients", client_rights(403, 201, 201),
+          body=lambda w: {"preferred_name": "New Fictional"}),
+    Route("GET", "/api/v1/clients/{client_id}", client_rights(404, 200, 200)),
+    Route("GET", "/api/v1/clients/{client_id}", client_rights(404, 200, 404),
+          target="other_caseload"),
+    Route("GET", "/api/v1/clients/{client_id}", client_rights(404, 404, 404),
+          target="other_org"),
+    Route("PATCH", "/api/v1/clients/{client_id}", client_rights(404, 200, 200),
+          body=lambda w: {"notes": "Fictional update"}),
+    Route("PATCH", "/api/v1/clients/{client_id}", client_rights(404, 200, 404),
+          body=lambda w: {"notes": "Fictional update"}, target="other_caseload"),
+    Route("PATCH", "/api/v1/clients/{client_id}", client_rights(404, 404, 404),
+          body=lambda w: {"notes": "Fictional update"}, target="other_org"),
+    Route("DELETE", "/api/v1/clients/{client_id}", client_rights(403, 204, 403)),
+    Route("DELETE", "/api/v1/clients/{client_id}", client_rights(403, 404, 403),
+          target="other_org"),
+    Route("POST", "/api/v1/clients/{client_id}/break-glass", client_rights(201, 201, 201),
+          body=lambda w: {"reason": "Fictional emergency on the hotline"},
+          target="other_caseload"),
+    Route("POST", "/api/v1/clients/{client_id}/break-glass", client_rights(404, 404, 404),
+          body=lambda w: {"reason": "Fictional emergency on the hotline"}, target="other_org"),
+    Route("GET", "/api/v1/notifications", DENY_OTHERS | STAFF_ALL),
+    Route("POST", "/api/v1/notifications/{notification_id}/read", DENY_OTHERS | STAFF_ALL),
+    Route("POST", "/api/v1/notifications/{notification_id}/read",
+          DENY_OTHERS | dict.fromkeys(STAFF_ALL, 404), target="other_org"),
 ]
 
 # Served by the framework, not by our routers.
@@ -215,6 +274,12 @@ def _path(row: Route, w: World, caller: str) -> str:
     path = row.path
     if "{user_id}" in path:
         path = path.replace("{user_id}", user_id(w, row.target))
+    if "{client_id}" in path:
+        path = path.replace("{client_id}", w.clients[row.target])
+    if "{notification_id}" in path:
+        key = "other_org" if row.target == "other_org" else caller
+        path = path.replace("{notification_id}",
+                            w.notifications.get(key, w.notifications["other_org"]))
     if "{app_id}" in path:
         path = path.replace("{app_id}", w.partner_apps[row.target])
     if "{session_id}" in path:

@@ -19,6 +19,7 @@ HEARTBEAT_TASK = "system.record_heartbeat"
 BROKER_CLEANUP_TASK = "system.purge_delivered_broker_messages"
 PING_TASK = "system.ping"
 AUDIT_ANCHOR_TASK = "audit.anchor_chain_heads"
+KEYS_REENCRYPT_TASK = "keys.reencrypt_batch"
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:

@@ -6,12 +6,13 @@ import os
 import socket
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 import sqlalchemy as sa
 import structlog
 from celery import Task, signals
 
-from app.core import audit
+from app.core import audit, deferred, keys
 from app.db import create_db_engine, unit_of_work, utcnow
 from app.settings import get_settings
 from app.system import service as system_service
@@ -19,6 +20,7 @@ from workers.celery_app import (
     AUDIT_ANCHOR_TASK,
     BROKER_CLEANUP_TASK,
     HEARTBEAT_TASK,
+    KEYS_REENCRYPT_TASK,
     PING_TASK,
     celery_app,
 )
@@ -49,6 +51,25 @@ def anchor_audit_chains() -> int:
     """Sign and keep every audit chain's head (daily): truncation becomes detectable."""
     with unit_of_work() as db:
         return len(audit.anchor_heads(db))
+
+
+@celery_app.task(name=KEYS_REENCRYPT_TASK, ignore_result=True)
+def reencrypt_batch(org_id: str, after_client_id: str | None = None) -> int:
+    """Re-wrap one batch of an org's client keys under its newest key, then queue the next.
+
+    Idempotent: keys already on the current version are skipped, so a redelivered batch
+    does no harm. A lost one leaves keys on the old version, still readable; `advocase
+    keys status` shows them and `advocase keys rewrap` finishes the work.
+    """
+    with unit_of_work() as db:
+        batch = keys.rewrap_client_keys(
+            db, org_id=UUID(org_id),
+            after_client_id=UUID(after_client_id) if after_client_id else None)
+        if not batch.done:
+            deferred.enqueue_after_commit(db, KEYS_REENCRYPT_TASK, org_id, batch.next_after)
+    log.info("client_keys_rewrapped", org_id=org_id, rewrapped=batch.rewrapped,
+             done=batch.done)
+    return batch.rewrapped
 
 
 @celery_app.task(name=BROKER_CLEANUP_TASK, ignore_result=True)

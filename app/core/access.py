@@ -29,16 +29,19 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         "users:read", "users:manage", "users:reset_mfa",
         "partner_apps:read", "partner_apps:manage",
         "org:manage",
+        "break_glass",
     }),
     "supervisor": frozenset({
         "me:read", "sessions:own", "mfa:own",
         "users:read",
         "audit:read",
-        "clients:read", "clients:write", "clients:read_all",
+        "clients:read", "clients:write", "clients:read_all", "clients:purge",
+        "break_glass",
     }),
     "advocate": frozenset({
         "me:read", "sessions:own", "mfa:own",
         "clients:read", "clients:write",
+        "break_glass",
     }),
     "auditor": frozenset({
         "me:read", "sessions:own", "mfa:own",

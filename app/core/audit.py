@@ -138,6 +138,35 @@ def _sanitise_details(details: dict[str, Any] | None) -> dict[str, Any] | None:
     return clean
 
 
+def append_many(db: Session, *, action: str, org_id: UUID | None, actor_type: str,
+                actor_id: str | None, object_type: str, object_ids: list[UUID | str],
+                outcome: str = "success") -> list[AuditEvent]:
+    """Append one event per object (a listing that showed several clients), locking the
+    chain head once."""
+    if not object_ids:
+        return []
+    chain_id = org_id or SYSTEM_CHAIN
+    head = _lock_head(db, chain_id)
+    prev, seq, at = head.digest, head.seq, utcnow()
+    request_id = _current_request_id()
+    events = []
+    for object_id in object_ids:
+        seq += 1
+        fields: dict[str, Any] = {
+            "chain_id": chain_id, "seq": seq, "at": at, "org_id": org_id,
+            "actor_type": actor_type, "actor_id": actor_id, "action": action,
+            "object_type": object_type, "object_id": str(object_id), "outcome": outcome,
+            "request_id": request_id, "details": None,
+        }
+        digest = compute_digest(prev, fields)
+        events.append(AuditEvent(**fields, prev_digest=prev, digest=digest))
+        prev = digest
+    db.add_all(events)
+    head.seq, head.digest = seq, prev
+    db.flush()
+    return events
+
+
 def append(
     db: Session,
     *,

@@ -1,0 +1,52 @@
+"""Creating and reading staff notifications."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from app.core.access import Actor, require_user
+from app.core.errors import NotFound
+from app.db import utcnow
+from app.notifications.models import Notification
+
+# What each kind says; composed at read time from ids (no client details are stored).
+MESSAGES = {
+    "break_glass": "A colleague opened a client outside their caseload (emergency access).",
+}
+
+
+def notify(db: Session, *, org_id: UUID, user_ids: list[UUID], kind: str,
+           object_type: str | None = None, object_id: UUID | None = None,
+           actor_id: UUID | None = None) -> list[Notification]:
+    """Tell each of ``user_ids`` about ``kind`` concerning an object (by id)."""
+    rows = [Notification(org_id=org_id, user_id=user_id, kind=kind, object_type=object_type,
+                         object_id=object_id, actor_id=actor_id) for user_id in user_ids]
+    db.add_all(rows)
+    db.flush()
+    return rows
+
+
+def readable_notifications(actor: Actor) -> sa.Select[Any]:
+    """The caller's own notifications."""
+    require_user(actor)
+    return sa.select(Notification).where(Notification.user_id == actor.id,
+                                         Notification.org_id == actor.org_id)
+
+
+def mark_read(db: Session, actor: Actor, notification_id: UUID) -> Notification:
+    notification = db.scalar(readable_notifications(actor)
+                             .where(Notification.id == notification_id))
+    if notification is None:
+        raise NotFound("No such notification.")
+    if notification.read_at is None:
+        notification.read_at = utcnow()
+        db.flush()
+    return notification
+
+
+def message_for(notification: Notification) -> str:
+    return MESSAGES.get(notification.kind, notification.kind.replace("_", " "))
