@@ -89,8 +89,15 @@ async def any_actor(request: Request, db: SessionDep,
     return authenticate_request(request, db, credentials)
 
 
-async def full_actor(actor: Annotated[Actor, Depends(any_actor)]) -> Actor:
-    """A valid token with full rights (an enrolment-only token is refused)."""
+async def full_actor(request: Request, db: SessionDep,
+                     credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                            Depends(bearer)],
+                     ) -> Actor:
+    """A valid token with full rights (an enrolment-only token is refused).
+
+    Flat on purpose (not layered on ``any_actor``): it runs on every API request, and
+    each level of dependencies costs FastAPI real time."""
+    actor = authenticate_request(request, db, credentials)
     if tokens.ENROLMENT_SCOPE in actor.scopes:
         raise Forbidden("Set up multi-factor authentication first (POST /api/v1/me/mfa).",
                         kind="mfa-enrolment-required",
