@@ -32,6 +32,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 	$(BIN)/python -m tests.bench.audit_verify
+	$(BIN)/python -m tests.bench.crypto
 
 lint: $(STAMP)
 	$(BIN)/ruff check app workers migrations tests
