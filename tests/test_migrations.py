@@ -15,22 +15,13 @@ import app.models  # noqa: F401
 from app.cli import alembic_config
 from app.db import create_db_engine
 from app.models import metadata
-from tests.conftest import WORKER
 from tests.support import services
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_database(request, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrations.sqlite'}"
-        return
-    services.require_postgres()
-    url = services.worker_database_url(services.POSTGRES_URL, WORKER, "_migrations")
-    services.recreate_postgres_database(url)
-    try:
+    with services.own_database(request.param, tmp_path, "migrations", migrate=False) as url:
         yield url
-    finally:
-        services.drop_postgres_database(url)
 
 
 def schema_diff(url: str) -> list:

@@ -25,18 +25,8 @@ PROJECT = Path(__file__).resolve().parents[2]
 @pytest.fixture(params=["sqlite", "postgresql"])
 def audit_db(request, tmp_path) -> Iterator[str]:
     """A migrated database of its own: these tests commit and then tamper for real."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'audit.sqlite'}"
-    else:
-        services.require_postgres()
-        url = services.worker_database_url(services.POSTGRES_URL, WORKER, "_audit")
-        services.recreate_postgres_database(url)
-    command.upgrade(alembic_config(url), "head")
-    try:
+    with services.own_database(request.param, tmp_path, "audit") as url:
         yield url
-    finally:
-        if request.param == "postgresql":
-            services.drop_postgres_database(url)
 
 
 def write_events(url: str, count: int = 5) -> list[audit.AuditEvent]:

@@ -21,14 +21,12 @@ from uuid import UUID, uuid4
 import pytest
 import sqlalchemy as sa
 import tink
-from alembic import command
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from tink import secret_key_access
 from tink.proto import aes_gcm_pb2, tink_pb2
 
 import app.db
-from app.cli import alembic_config
 from app.core import deferred, keys
 from app.core.audit import AuditEvent
 from app.core.errors import NotFound
@@ -36,7 +34,6 @@ from app.core.key_models import ClientDataKey, KeyRotation, OrgKeyset
 from app.db import create_db_engine, unit_of_work
 from app.identity.models import Org
 from app.settings import ConfigurationError
-from tests.conftest import WORKER
 from tests.support import services
 from tests.support.identity import make_org
 
@@ -583,21 +580,13 @@ def test_rotating_twice_and_every_org(db: Session) -> None:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def own_database(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
     """A migrated database of its own, which tasks and concurrent units of work commit to."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'keys.sqlite'}"
-    else:
-        services.require_postgres()
-        url = services.worker_database_url(services.POSTGRES_URL, WORKER, "_keys")
-        services.recreate_postgres_database(url)
-    command.upgrade(alembic_config(url), "head")
-    engine = create_db_engine(url)
-    monkeypatch.setattr(app.db, "get_engine", lambda settings=None: engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        if request.param == "postgresql":
-            services.drop_postgres_database(url)
+    with services.own_database(request.param, tmp_path, "keys") as url:
+        engine = create_db_engine(url)
+        monkeypatch.setattr(app.db, "get_engine", lambda settings=None: engine)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def test_concurrent_first_uses_agree_on_one_org_keyset_and_one_client_key(

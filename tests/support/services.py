@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -89,6 +92,30 @@ def recreate_postgres_database(url: str) -> None:
 
 def drop_postgres_database(url: str) -> None:
     _drop_database(url, create_again=False)
+
+
+@contextmanager
+def own_database(kind: str, folder: Path, name: str, *, migrate: bool = True) -> Iterator[str]:
+    """A fresh database of its own (``kind`` "sqlite" or "postgresql") for tests that
+    commit for real; migrated to head unless asked not to, dropped afterwards."""
+    if kind == "sqlite":
+        url = f"sqlite:///{folder / (name + '.sqlite')}"
+    else:
+        require_postgres()
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+        url = worker_database_url(POSTGRES_URL, worker, f"_{name}")
+        recreate_postgres_database(url)
+    try:
+        if migrate:
+            from alembic import command
+
+            from app.cli import alembic_config
+
+            command.upgrade(alembic_config(url), "head")
+        yield url
+    finally:
+        if kind == "postgresql":
+            drop_postgres_database(url)
 
 
 def require_redis(url: str = REDIS_URL) -> None:
