@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from app import __version__
 from app.audit import api as audit_api
 from app.clients import api as clients_api
+from app.consents import api as consents_api
 from app.core.errors import install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.dashboard import STATIC_DIR as DASHBOARD_STATIC_DIR
@@ -20,6 +21,7 @@ from app.db import get_engine
 from app.identity import api as identity_api
 from app.identity import partner_api
 from app.notifications import api as notifications_api
+from app.service_log import api as service_log_api
 from app.settings import Settings, get_settings
 from app.system import api as system_api
 from app.system.health import ReadinessChecker
@@ -59,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(partner_api.router)
     app.include_router(audit_api.router)
     app.include_router(clients_api.router)
+    app.include_router(consents_api.router)
+    app.include_router(service_log_api.router)
     app.include_router(notifications_api.router)
     app.include_router(dashboard_views.router)
     app.mount("/dashboard/static", StaticFiles(directory=DASHBOARD_STATIC_DIR),

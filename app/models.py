@@ -3,6 +3,7 @@
 from sqlmodel import SQLModel
 
 from app.clients.models import BreakGlassGrant, CaseNumberCounter, Client, ClientAssignment
+from app.consents.models import ReleaseOfInformation
 from app.core.audit import AuditAnchor, AuditChainHead, AuditEvent
 from app.core.key_models import ClientDataKey, KeyRotation, OrgKeyset
 from app.identity.models import (
@@ -15,6 +16,7 @@ from app.identity.models import (
     StaffUser,
 )
 from app.notifications.models import Notification
+from app.service_log.models import ServiceContact
 from app.system.models import WorkerHeartbeat
 
 metadata = SQLModel.metadata
@@ -24,4 +26,5 @@ __all__ = [
     "AuditAnchor", "AuditChainHead", "AuditEvent", "AuthSession", "ClientDataKey",
     "KeyRotation", "Org", "OrgKeyset", "PartnerApp", "PartnerToken", "RecoveryCode",
     "RefreshToken", "StaffUser", "WorkerHeartbeat", "metadata",
+    "ReleaseOfInformation", "ServiceContact",
 ]

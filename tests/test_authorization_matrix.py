@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from fastapi.routing import APIRoute
@@ -230,10 +230,58 @@ MATRIX: list[Route] = [
           target="other_caseload"),
     Route("POST", "/api/v1/clients/{client_id}/break-glass", client_rights(404, 404, 404),
           body=lambda w: {"reason": "Fictional emergency on the hotline"}, target="other_org"),
+    Route("GET", "/api/v1/clients/{client_id}/household", client_rights(404, 200, 200)),
+    Route("GET", "/api/v1/clients/{client_id}/household", client_rights(404, 200, 404),
+          target="other_caseload"),
+    Route("GET", "/api/v1/clients/{client_id}/household", client_rights(404, 404, 404),
+          target="other_org"),
+    Route("PUT", "/api/v1/clients/{client_id}/household", client_rights(404, 200, 200),
+          body=lambda w: {"children": [{"age": 4}], "pets": []}),
+    Route("PUT", "/api/v1/clients/{client_id}/household", client_rights(404, 200, 404),
+          body=lambda w: {"children": [], "pets": []}, target="other_caseload"),
+    Route("PUT", "/api/v1/clients/{client_id}/household", client_rights(404, 404, 404),
+          body=lambda w: {"children": [], "pets": []}, target="other_org"),
     Route("GET", "/api/v1/notifications", DENY_OTHERS | STAFF_ALL),
     Route("POST", "/api/v1/notifications/{notification_id}/read", DENY_OTHERS | STAFF_ALL),
     Route("POST", "/api/v1/notifications/{notification_id}/read",
           DENY_OTHERS | dict.fromkeys(STAFF_ALL, 404), target="other_org"),
+    # Consents and the service log follow the client: readers list, writers record.
+    Route("GET", "/api/v1/clients/{client_id}/consents", client_rights(404, 200, 200)),
+    Route("GET", "/api/v1/clients/{client_id}/consents", client_rights(404, 200, 404),
+          target="other_caseload"),
+    Route("GET", "/api/v1/clients/{client_id}/consents", client_rights(404, 404, 404),
+          target="other_org"),
+    Route("POST", "/api/v1/clients/{client_id}/consents", client_rights(404, 201, 201),
+          body=lambda w: release_body()),
+    Route("POST", "/api/v1/clients/{client_id}/consents", client_rights(404, 201, 404),
+          body=lambda w: release_body(), target="other_caseload"),
+    Route("POST", "/api/v1/clients/{client_id}/consents", client_rights(404, 404, 404),
+          body=lambda w: release_body(), target="other_org"),
+    Route("POST", "/api/v1/clients/{client_id}/consents/{consent_id}/revoke",
+          client_rights(404, 200, 200), body=lambda w: {"reason": "Fictional withdrawal"}),
+    Route("POST", "/api/v1/clients/{client_id}/consents/{consent_id}/revoke",
+          client_rights(404, 200, 404), body=lambda w: {"reason": "Fictional withdrawal"},
+          target="other_caseload"),
+    Route("POST", "/api/v1/clients/{client_id}/consents/{consent_id}/revoke",
+          client_rights(404, 404, 404), body=lambda w: {"reason": "Fictional withdrawal"},
+          target="other_org"),
+    Route("GET", "/api/v1/clients/{client_id}/contacts", client_rights(404, 200, 200)),
+    Route("GET", "/api/v1/clients/{client_id}/contacts", client_rights(404, 200, 404),
+          target="other_caseload"),
+    Route("GET", "/api/v1/clients/{client_id}/contacts", client_rights(404, 404, 404),
+          target="other_org"),
+    Route("POST", "/api/v1/clients/{client_id}/contacts", client_rights(404, 201, 201),
+          body=lambda w: contact_body()),
+    Route("POST", "/api/v1/clients/{client_id}/contacts", client_rights(404, 201, 404),
+          body=lambda w: contact_body(), target="other_caseload"),
+    Route("POST", "/api/v1/clients/{client_id}/contacts", client_rights(404, 404, 404),
+          body=lambda w: contact_body(), target="other_org"),
+    Route("GET", "/api/v1/clients/{client_id}/contacts/{contact_id}",
+          client_rights(404, 200, 200)),
+    Route("GET", "/api/v1/clients/{client_id}/contacts/{contact_id}",
+          client_rights(404, 200, 404), target="other_caseload"),
+    Route("GET", "/api/v1/clients/{client_id}/contacts/{contact_id}",
+          client_rights(404, 404, 404), target="other_org"),
 ]
 
 # Served by the framework, not by our routers.
@@ -270,12 +318,52 @@ def test_every_route_has_a_row(app) -> None:
         assert set(row.expected) == set(CALLERS), f"{row.method} {row.path}: a caller is missing"
 
 
+def release_body() -> dict[str, Any]:
+    return {"recipient_name": "Fictional Matrix Shelter", "purpose": "Fictional referral",
+            "categories": ["contact_details"], "how_given": "written",
+            "expires_at": (utcnow() + timedelta(days=30)).isoformat()}
+
+
+def contact_body() -> dict[str, Any]:
+    return {"kind": "hotline_call", "occurred_on": utcnow().date().isoformat(),
+            "duration_minutes": 15}
+
+
+def _client_record_id(w: World, target: str, kind: str) -> str:
+    """A consent or service contact of the target's client, made for the row (the world
+    has none): by its org's supervisor, or by the other org's advocate."""
+    from sqlalchemy.orm import object_session
+
+    from app.consents import service as consents
+    from app.core.access import Actor
+    from app.service_log import service as service_log
+
+    db = object_session(w.users["supervisor"])
+    assert db is not None
+    user = w.other_org_user if target == "other_org" else w.users["supervisor"]
+    actor = Actor(kind="user", id=user.id, org_id=user.org_id, role=user.role)
+    client_id = UUID(w.clients[target])
+    if kind == "consent":
+        made = str(consents.record_release(
+            db, actor, client_id, recipient_name="Fictional Placeholder Agency",
+            purpose="Fictional", categories=["identity"], how_given="written",
+            expires_at=utcnow() + timedelta(days=30)).release.id)
+    else:
+        made = str(service_log.record_contact(db, actor, client_id, kind="in_person",
+                                              occurred_on=utcnow().date()).contact.id)
+    db.commit()
+    return made
+
+
 def _path(row: Route, w: World, caller: str) -> str:
     path = row.path
     if "{user_id}" in path:
         path = path.replace("{user_id}", user_id(w, row.target))
     if "{client_id}" in path:
         path = path.replace("{client_id}", w.clients[row.target])
+    for placeholder, kind in (("{consent_id}", "consent"), ("{contact_id}", "contact")):
+        if placeholder in path:
+            path = path.replace(placeholder, _client_record_id(w, row.target, kind))
     if "{notification_id}" in path:
         key = "other_org" if row.target == "other_org" else caller
         path = path.replace("{notification_id}",

@@ -25,7 +25,7 @@ def _out(record: service.ClientRecord) -> schemas.ClientOut:
         status=client.status, closing_reason=client.closing_reason, urgent=client.urgent,
         assigned_user_ids=record.assigned_user_ids, access=record.access,
         created_at=client.created_at, updated_at=client.updated_at, closed_at=client.closed_at,
-        **record.fields)
+        **{k: v for k, v in record.fields.items() if k != "household"})
 
 
 def _staff(actor: access.Actor) -> None:
@@ -148,3 +148,20 @@ def purge_client(client_id: UUID, actor: CurrentActor, db: SessionDep) -> Respon
     access.require_user(actor)
     service.purge_client(db, actor, client_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/clients/{client_id}/household", response_model=schemas.Household,
+            responses={404: PROBLEM})
+def get_household(client_id: UUID, actor: CurrentActor, db: SessionDep) -> dict[str, Any]:
+    """The client's children and pets."""
+    _staff(actor)
+    return service.read_household(db, actor, client_id)
+
+
+@router.put("/clients/{client_id}/household", response_model=schemas.Household,
+            responses={404: PROBLEM, 422: PROBLEM})
+def put_household(client_id: UUID, body: schemas.Household, actor: CurrentActor,
+                  db: SessionDep) -> dict[str, Any]:
+    """Replace the list of the client's children and pets."""
+    _staff(actor)
+    return service.replace_household(db, actor, client_id, body.model_dump())

@@ -32,6 +32,9 @@ class Client(SQLModel, table=True):
     contact_details: str | None = Field(default=None, sa_type=sa.Text)
     address: str | None = Field(default=None, sa_type=sa.Text)
     notes: str | None = Field(default=None, sa_type=sa.Text)
+    safe_contact: str | None = Field(default=None, sa_type=sa.Text)
+    other_party: str | None = Field(default=None, sa_type=sa.Text)
+    household: str | None = Field(default=None, sa_type=sa.Text)
     # Keyed blind index of the legal and preferred names, for exact-match search.
     name_index: str | None = Field(default=None, max_length=64, index=True)
     preferred_name_index: str | None = Field(default=None, max_length=64, index=True)

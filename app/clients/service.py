@@ -29,8 +29,12 @@ CLOSING_REASONS = ("goals_met", "client_request", "lost_contact", "referred_else
 BREAK_GLASS_MINUTES = 60
 TABLE = "client"
 TEXT_FIELDS = ("preferred_name", "legal_name", "date_of_birth", "address", "notes")
-JSON_FIELDS = ("aliases", "contact_details")
+JSON_FIELDS = ("aliases", "contact_details", "safe_contact", "other_party", "household")
 PERSONAL_FIELDS = TEXT_FIELDS + JSON_FIELDS
+# An empty value of each JSON field when nothing was recorded.
+_EMPTY: dict[str, Any] = {"aliases": [], "contact_details": [],
+                          "safe_contact": {"time_zone": "UTC", "channels": []},
+                          "other_party": None, "household": {"children": [], "pets": []}}
 
 
 @dataclass
@@ -87,7 +91,7 @@ def _access_kind(db: Session, actor: Actor, client: Client) -> str:
 
 
 def _seal(db: Session, client: Client, column: str, value: Any) -> str | None:
-    if value is None or value == "" or value == []:
+    if value is None or value == "" or value == [] or value == _EMPTY.get(column):
         return None
     place = {"org_id": client.org_id, "client_id": client.id, "table": TABLE, "column": column,
              "row_id": str(client.id)}
@@ -99,7 +103,7 @@ def _seal(db: Session, client: Client, column: str, value: Any) -> str | None:
 def _open(db: Session, client: Client, column: str) -> Any:
     ciphertext = getattr(client, column)
     if ciphertext is None:
-        return [] if column in JSON_FIELDS else None
+        return _EMPTY.get(column)
     place = {"org_id": client.org_id, "client_id": client.id, "table": TABLE, "column": column,
              "row_id": str(client.id)}
     if column in JSON_FIELDS:
@@ -158,9 +162,30 @@ def _check_date_of_birth(value: str | None) -> str | None:
     return born.isoformat()
 
 
+def _check_safe_contact(value: dict[str, Any] | None) -> None:
+    if not value:
+        return
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value.get("time_zone") or "UTC")
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise Invalid("Unknown time zone.", errors=[{
+            "field": "safe_contact.time_zone", "location": "body",
+            "message": "not an IANA time zone name", "type": "time_zone"}]) from exc
+    for i, channel in enumerate(value.get("channels") or []):
+        for j, window in enumerate(channel.get("windows") or []):
+            if window["end"] <= window["start"]:
+                raise Invalid("A contact window must end after it starts.", errors=[{
+                    "field": f"safe_contact.channels.{i}.windows.{j}.end",
+                    "location": "body", "message": "must be after start", "type": "range"}])
+
+
 def _write_personal(db: Session, client: Client, values: dict[str, Any]) -> None:
     if "date_of_birth" in values:
         values["date_of_birth"] = _check_date_of_birth(values["date_of_birth"])
+    if "safe_contact" in values:
+        _check_safe_contact(values["safe_contact"])
     for column, value in values.items():
         if column in PERSONAL_FIELDS:
             setattr(client, column, _seal(db, client, column, value))
@@ -272,6 +297,30 @@ def search_clients(actor: Actor, *, case_number: str | None = None, name: str | 
     return query
 
 
+def read_household(db: Session, actor: Actor, client_id: UUID) -> dict[str, Any]:
+    """The client's children and pets (audited read)."""
+    client = get_client(db, actor, client_id)
+    try:
+        household = _open(db, client, "household")
+    except keys.KeyDestroyed as exc:
+        raise NotFound("No such client.") from exc
+    audit.record(db, actor, "client.household_read", client)
+    return household
+
+
+def replace_household(db: Session, actor: Actor, client_id: UUID,
+                      household: dict[str, Any]) -> dict[str, Any]:
+    """Record the client's children and pets (the whole list at once)."""
+    client = get_client(db, actor, client_id, for_write=True)
+    client.household = _seal(db, client, "household", household)
+    client.updated_at = utcnow()
+    db.flush()
+    audit.record(db, actor, "client.household_updated", client,
+                 details={"children": len(household.get("children", [])),
+                          "pets": len(household.get("pets", []))})
+    return household
+
+
 def audit_listing(db: Session, actor: Actor, clients: list[Client]) -> None:
     """A caseload page shows case numbers and names: record which clients were listed."""
     audit.append_many(db, action="client.listed", org_id=actor.org_id, actor_type=actor.kind,
@@ -329,6 +378,9 @@ def purge_client(db: Session, actor: Actor, client_id: UUID) -> None:
     client.name_index = client.preferred_name_index = None
     client.purged_at = utcnow()
     db.execute(sa.delete(ClientAssignment).where(ClientAssignment.client_id == client.id))
+    from app.consents import service as consents  # consents build on clients, not the reverse
+
+    consents.forget_client(db, client.id)
     db.flush()
     audit.record(db, actor, "client.purged", client)
 

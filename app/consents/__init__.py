@@ -1,0 +1,1 @@
+"""Consents: releases of information, and the one check every disclosure goes through."""
