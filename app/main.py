@@ -21,6 +21,8 @@ from app.db import get_engine
 from app.identity import api as identity_api
 from app.identity import partner_api
 from app.notifications import api as notifications_api
+from app.risk import api as risk_api
+from app.safety_plans import api as safety_plans_api
 from app.service_log import api as service_log_api
 from app.settings import Settings, get_settings
 from app.system import api as system_api
@@ -62,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_api.router)
     app.include_router(clients_api.router)
     app.include_router(consents_api.router)
+    app.include_router(safety_plans_api.router)
+    app.include_router(risk_api.router)
     app.include_router(service_log_api.router)
     app.include_router(notifications_api.router)
     app.include_router(dashboard_views.router)

@@ -16,15 +16,18 @@ from app.identity.models import (
     StaffUser,
 )
 from app.notifications.models import Notification
+from app.risk.models import AgencyInstrument, RiskAssessment
+from app.safety_plans.models import SafetyPlanVersion
 from app.service_log.models import ServiceContact
 from app.system.models import WorkerHeartbeat
 
 metadata = SQLModel.metadata
 
 __all__ = [
+    "AgencyInstrument", "RiskAssessment",
     "BreakGlassGrant", "CaseNumberCounter", "Client", "ClientAssignment", "Notification",
     "AuditAnchor", "AuditChainHead", "AuditEvent", "AuthSession", "ClientDataKey",
     "KeyRotation", "Org", "OrgKeyset", "PartnerApp", "PartnerToken", "RecoveryCode",
     "RefreshToken", "StaffUser", "WorkerHeartbeat", "metadata",
-    "ReleaseOfInformation", "ServiceContact",
+    "ReleaseOfInformation", "SafetyPlanVersion", "ServiceContact",
 ]

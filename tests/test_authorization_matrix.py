@@ -23,6 +23,7 @@ from app.db import utcnow
 from app.identity import tokens
 from app.identity.models import PartnerApp, PartnerToken, StaffUser
 from app.notifications import service as notifications
+from app.risk.models import AgencyInstrument
 from tests.support.identity import PASSWORD, bearer, make_org, make_user, staff_session
 
 CALLERS = ("anonymous", "admin", "supervisor", "advocate", "auditor", "partner", "enrolling")
@@ -73,6 +74,8 @@ def world(db: Session) -> World:
     other_user = make_user(db, other, "advocate")
     other_session = staff_session(db, other_user)
     colleague = make_user(db, org, "advocate")
+    db.add(AgencyInstrument(org_id=org.id, instrument_id="matrix-screen-base", version="1",
+                            definition=MATRIX_INSTRUMENT.replace("VERSION", "base")))
     clients = {
         "own": _client(db, org.id, users["advocate"]),
         "other_caseload": _client(db, org.id, colleague),
@@ -118,6 +121,20 @@ def new_user_body(_: World) -> dict[str, str]:
     return {"email": f"m-{uuid4().hex[:8]}@example.test", "display_name": "Matrix",
             "role": "advocate"}
 
+
+MATRIX_INSTRUMENT = """
+id: matrix-screen-VERSION
+version: "1"
+name: Fictional matrix screen
+licence: Fictional, for tests
+language: en
+items:
+  - {id: q1, text: "A fictional question?", type: yes_no, weight: 1}
+scoring: {method: sum}
+levels:
+  - {name: low, min: 0, max: 0}
+  - {name: high, min: 1}
+"""
 
 STAFF_ALL = {"admin": 200, "supervisor": 200, "advocate": 200, "auditor": 200}
 DENY_OTHERS = {"anonymous": 401, "partner": 403, "enrolling": 403}
@@ -241,6 +258,23 @@ MATRIX: list[Route] = [
           body=lambda w: {"children": [], "pets": []}, target="other_caseload"),
     Route("PUT", "/api/v1/clients/{client_id}/household", client_rights(404, 404, 404),
           body=lambda w: {"children": [], "pets": []}, target="other_org"),
+    Route("GET", "/api/v1/risk-instruments", DENY_OTHERS | STAFF_ALL),
+    Route("GET", "/api/v1/risk-instruments/{instrument_id}", DENY_OTHERS | STAFF_ALL),
+    Route("POST", "/api/v1/risk-instruments", client_rights(201, 201, 403),
+          body=lambda w: {"definition": MATRIX_INSTRUMENT.replace("VERSION", uuid4().hex[:6])}),
+    Route("GET", "/api/v1/clients/{client_id}/risk-assessments", client_rights(404, 200, 200)),
+    Route("GET", "/api/v1/clients/{client_id}/risk-assessments", client_rights(404, 200, 404),
+          target="other_caseload"),
+    Route("GET", "/api/v1/clients/{client_id}/risk-assessments", client_rights(404, 404, 404),
+          target="other_org"),
+    Route("POST", "/api/v1/clients/{client_id}/risk-assessments", client_rights(404, 201, 201),
+          body=lambda w: {"instrument_id": "matrix-screen-base", "answers": {"q1": True}}),
+    Route("POST", "/api/v1/clients/{client_id}/risk-assessments", client_rights(404, 201, 404),
+          body=lambda w: {"instrument_id": "matrix-screen-base", "answers": {"q1": True}},
+          target="other_caseload"),
+    Route("POST", "/api/v1/clients/{client_id}/risk-assessments", client_rights(404, 404, 404),
+          body=lambda w: {"instrument_id": "matrix-screen-base", "answers": {"q1": True}},
+          target="other_org"),
     Route("GET", "/api/v1/notifications", DENY_OTHERS | STAFF_ALL),
     Route("POST", "/api/v1/notifications/{notification_id}/read", DENY_OTHERS | STAFF_ALL),
     Route("POST", "/api/v1/notifications/{notification_id}/read",
@@ -282,6 +316,24 @@ MATRIX: list[Route] = [
           client_rights(404, 200, 404), target="other_caseload"),
     Route("GET", "/api/v1/clients/{client_id}/contacts/{contact_id}",
           client_rights(404, 404, 404), target="other_org"),
+    # Safety plans follow the client: readers read every version, writers add one.
+    Route("GET", "/api/v1/safety-plan-template", client_rights(200, 200, 200)),
+    Route("GET", "/api/v1/clients/{client_id}/safety-plans", client_rights(404, 200, 200)),
+    Route("GET", "/api/v1/clients/{client_id}/safety-plans", client_rights(404, 200, 404),
+          target="other_caseload"),
+    Route("GET", "/api/v1/clients/{client_id}/safety-plans", client_rights(404, 404, 404),
+          target="other_org"),
+    Route("POST", "/api/v1/clients/{client_id}/safety-plans", client_rights(404, 201, 201),
+          body=lambda w: safety_plan_body()),
+    Route("POST", "/api/v1/clients/{client_id}/safety-plans", client_rights(404, 201, 404),
+          body=lambda w: safety_plan_body(), target="other_caseload"),
+    Route("POST", "/api/v1/clients/{client_id}/safety-plans", client_rights(404, 404, 404),
+          body=lambda w: safety_plan_body(), target="other_org"),
+    *[Route("GET", f"/api/v1/clients/{{client_id}}/safety-plans/{leaf}", rights, target=target)
+      for leaf in ("current", "diff", "{version}")
+      for target, rights in (("own", client_rights(404, 200, 200)),
+                             ("other_caseload", client_rights(404, 200, 404)),
+                             ("other_org", client_rights(404, 404, 404)))],
 ]
 
 # Served by the framework, not by our routers.
@@ -355,15 +407,41 @@ def _client_record_id(w: World, target: str, kind: str) -> str:
     return made
 
 
+def safety_plan_body() -> dict[str, Any]:
+    return {"content": {"go_bag": [{"item": "Fictional passport", "ready": True}]},
+            "review_date": (utcnow().date() + timedelta(days=30)).isoformat()}
+
+
+def _safety_plan_version(w: World, target: str) -> str:
+    """A safety plan of the target's client, made for the rows that read one."""
+    from sqlalchemy.orm import object_session
+
+    from app.core.access import Actor
+    from app.safety_plans import service as safety_plans
+
+    db = object_session(w.users["supervisor"])
+    assert db is not None
+    user = w.other_org_user if target == "other_org" else w.users["supervisor"]
+    actor = Actor(kind="user", id=user.id, org_id=user.org_id, role=user.role)
+    made = safety_plans.create_version(db, actor, UUID(w.clients[target]),
+                                       content=safety_plan_body()["content"],
+                                       review_date=utcnow().date())
+    db.commit()
+    return str(made.plan.version)
+
+
 def _path(row: Route, w: World, caller: str) -> str:
     path = row.path
     if "{user_id}" in path:
         path = path.replace("{user_id}", user_id(w, row.target))
     if "{client_id}" in path:
         path = path.replace("{client_id}", w.clients[row.target])
+    path = path.replace("{instrument_id}", "example-safety-screen")
     for placeholder, kind in (("{consent_id}", "consent"), ("{contact_id}", "contact")):
         if placeholder in path:
             path = path.replace(placeholder, _client_record_id(w, row.target, kind))
+    if "/safety-plans/" in path:
+        path = path.replace("{version}", _safety_plan_version(w, row.target))
     if "{notification_id}" in path:
         key = "other_org" if row.target == "other_org" else caller
         path = path.replace("{notification_id}",
