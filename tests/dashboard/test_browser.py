@@ -28,6 +28,7 @@ import httpx
 import pyotp
 import pytest
 
+from tests.support import services
 from tests.support.identity import PASSWORD
 from tests.test_cli import PROJECT, advocase, embedded_env, free_port
 
@@ -42,12 +43,8 @@ AXE_INTEGRITY = ("sha512-FHfa+lmNjQZfJz1q8wKqIDwC6DExcHt/pkjNQb09a3NPjCKg2rhu5qb
 TIMEOUT_MS = 15_000
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
 def missing(reason: str) -> None:
-    if in_ci():
+    if services.in_ci():
         pytest.fail(f"{reason}; CI=true, so this is a failure, not a skip", pytrace=False)
     pytest.skip(reason)
 
