@@ -28,10 +28,6 @@ def _out(record: service.ClientRecord) -> schemas.ClientOut:
         **{k: v for k, v in record.fields.items() if k != "household"})
 
 
-def _staff(actor: access.Actor) -> None:
-    access.require_user(actor)
-    if not (actor.can("clients:read") or actor.can("break_glass")):
-        access.require(actor, "clients:read")
 
 
 @router.get("/clients", response_model=Page[schemas.ClientSummary], responses={403: PROBLEM})
@@ -49,7 +45,7 @@ def list_clients(
 
     Prefer POST /api/v1/clients/search for name look-ups: a name in a URL can end up in
     proxy logs."""
-    _staff(actor)
+    access.require_client_staff(actor)
     return _page(db, actor, page, case_number=case_number, name=name, status=status_,
                  advocate_id=advocate_id, urgent=urgent)
 
@@ -70,7 +66,7 @@ def search_clients(body: ClientSearch, actor: CurrentActor, db: SessionDep) -> d
     """The same search with the criteria in the body, so no name travels in a URL."""
     from app.core.pagination import MAX_LIMIT, PageParams
 
-    _staff(actor)
+    access.require_client_staff(actor)
     params = PageParams(limit=max(1, min(body.limit, MAX_LIMIT)), cursor=body.cursor)
     return _page(db, actor, params, case_number=body.case_number, name=body.name,
                  status=body.status, advocate_id=body.advocate_id, urgent=body.urgent)
@@ -109,7 +105,7 @@ def create_client(body: schemas.ClientCreate, actor: CurrentActor,
 @router.get("/clients/{client_id}", response_model=schemas.ClientOut, responses={404: PROBLEM})
 def get_client(client_id: UUID, actor: CurrentActor, db: SessionDep) -> schemas.ClientOut:
     """One client's record (the read is audited)."""
-    _staff(actor)
+    access.require_client_staff(actor)
     return _out(service.read_client(db, actor, client_id))
 
 
@@ -118,7 +114,7 @@ def get_client(client_id: UUID, actor: CurrentActor, db: SessionDep) -> schemas.
 def update_client(client_id: UUID, body: schemas.ClientUpdate, actor: CurrentActor,
                   db: SessionDep) -> schemas.ClientOut:
     """Change details (only the fields sent), status, urgency or assigned staff."""
-    _staff(actor)
+    access.require_client_staff(actor)
     given = body.model_dump(exclude_unset=True)
     personal = {k: v for k, v in given.items() if k in service.PERSONAL_FIELDS}
     record = service.update_client(
@@ -154,7 +150,7 @@ def purge_client(client_id: UUID, actor: CurrentActor, db: SessionDep) -> Respon
             responses={404: PROBLEM})
 def get_household(client_id: UUID, actor: CurrentActor, db: SessionDep) -> dict[str, Any]:
     """The client's children and pets."""
-    _staff(actor)
+    access.require_client_staff(actor)
     return service.read_household(db, actor, client_id)
 
 
@@ -163,5 +159,5 @@ def get_household(client_id: UUID, actor: CurrentActor, db: SessionDep) -> dict[
 def put_household(client_id: UUID, body: schemas.Household, actor: CurrentActor,
                   db: SessionDep) -> dict[str, Any]:
     """Replace the list of the client's children and pets."""
-    _staff(actor)
+    access.require_client_staff(actor)
     return service.replace_household(db, actor, client_id, body.model_dump())

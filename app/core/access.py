@@ -97,6 +97,14 @@ def require_user(actor: Actor) -> None:
         raise Forbidden("Only staff can do this.", audit={"action": "staff_only"})
 
 
+def require_client_staff(actor: Actor) -> None:
+    """Routes about clients: staff with some reach to clients (403 for partner apps and
+    auditors). Admins pass, for emergency access, and then find no client (404)."""
+    require_user(actor)
+    if not (actor.can("clients:read") or actor.can("break_glass")):
+        require(actor, "clients:read")
+
+
 def in_org(statement: sa.Select[Any], model: Any, actor: Actor) -> sa.Select[Any]:
     """Restrict a query to the actor's org: the base of every ``readable``."""
     return statement.where(model.org_id == actor.org_id)

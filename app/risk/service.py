@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from app.clients.service import get_client
 from app.core import audit, keys
-from app.core.access import Actor, require, require_user
+from app.core.access import Actor, require, require_client_staff, require_user
 from app.core.errors import Conflict, NotFound
 from app.risk import instruments as engine
 from app.risk.models import AgencyInstrument, RiskAssessment
@@ -71,7 +71,7 @@ def record_assessment(db: Session, actor: Actor, client_id: UUID, *, instrument_
                       version: str | None, answers: dict[str, Any],
                       partial: bool = False) -> tuple[RiskAssessment, dict[str, Any]]:
     """Score and keep an assessment; the highest level marks the client urgent."""
-    _client_staff(actor)
+    require_client_staff(actor)
     client = get_client(db, actor, client_id, for_write=True)
     instrument = get_instrument(db, actor, instrument_id, version)
     try:
@@ -100,15 +100,10 @@ def engine_answers(result: engine.Assessment) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in result.answers.items()}
 
 
-def _client_staff(actor: Actor) -> None:
-    """Staff with some reach to clients; partner apps and auditors are refused (403)."""
-    require_user(actor)
-    if not (actor.can("clients:read") or actor.can("break_glass")):
-        require(actor, "clients:read")
 
 
 def assessment_history(db: Session, actor: Actor, client_id: UUID) -> sa.Select[Any]:
-    _client_staff(actor)
+    require_client_staff(actor)
     client = get_client(db, actor, client_id)
     audit.record(db, actor, "risk_assessment.history_read", client)
     return sa.select(RiskAssessment).where(RiskAssessment.client_id == client.id)

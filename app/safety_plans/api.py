@@ -19,11 +19,6 @@ PROBLEM = {"content": {"application/problem+json": {}}}
 MAX_VERSION = 1_000_000
 
 
-def _staff(actor: access.Actor) -> None:
-    # As for clients: admins pass here (emergency access) and then find no client (404).
-    access.require_user(actor)
-    if not (actor.can("clients:read") or actor.can("break_glass")):
-        access.require(actor, "clients:read")
 
 
 def _summary(plan: SafetyPlanVersion) -> schemas.PlanSummary:
@@ -44,7 +39,7 @@ def _out(record: service.PlanRecord) -> schemas.PlanOut:
             responses={403: PROBLEM})
 def plan_template(actor: CurrentActor) -> schemas.Template:
     """A starting checklist for a new plan (go-bag and technology safety, none ticked)."""
-    _staff(actor)
+    access.require_client_staff(actor)
     return schemas.Template(
         go_bag=[schemas.ChecklistItem(item=i) for i in service.DEFAULT_GO_BAG],
         technology_safety=[schemas.TechItem(item=i) for i in service.DEFAULT_TECHNOLOGY_SAFETY])
@@ -55,7 +50,7 @@ def plan_template(actor: CurrentActor) -> schemas.Template:
 def list_plans(client_id: UUID, actor: CurrentActor, db: SessionDep,
                page: PageParamsDep) -> dict[str, Any]:
     """A client's plan versions, newest first: metadata only, no plan text."""
-    _staff(actor)
+    access.require_client_staff(actor)
     query = service.list_versions(db, actor, client_id)
     rows, next_cursor = paginate(
         db, query, listing=f"safety-plans:{client_id}",
@@ -72,7 +67,7 @@ def create_plan(client_id: UUID, body: schemas.PlanCreate, actor: CurrentActor,
                 db: SessionDep) -> schemas.PlanOut:
     """Save the plan as its next version (the whole plan each time; earlier versions stay
     as they were). The review date is required: not in the past, at most a year ahead."""
-    _staff(actor)
+    access.require_client_staff(actor)
     record = service.create_version(db, actor, client_id,
                                     content=body.content.model_dump(mode="json"),
                                     review_date=body.review_date, change_note=body.change_note)
@@ -83,7 +78,7 @@ def create_plan(client_id: UUID, body: schemas.PlanCreate, actor: CurrentActor,
             responses={403: PROBLEM, 404: PROBLEM})
 def current_plan(client_id: UUID, actor: CurrentActor, db: SessionDep) -> schemas.PlanOut:
     """The latest version of the plan (404 when the client has none yet)."""
-    _staff(actor)
+    access.require_client_staff(actor)
     return _out(service.read_plan(db, actor, client_id))
 
 
@@ -97,7 +92,7 @@ def diff_plans(client_id: UUID, actor: CurrentActor, db: SessionDep,
                    alias="to", ge=1, le=MAX_VERSION,
                    description="Default: the current version")] = None) -> schemas.DiffOut:
     """What changed between two versions, leaf by leaf (list items compared by index)."""
-    _staff(actor)
+    access.require_client_staff(actor)
     before, after, changes = service.diff_versions(db, actor, client_id, from_version,
                                                    to_version)
     return schemas.DiffOut(from_version=before, to_version=after, changes=[
@@ -110,5 +105,5 @@ def diff_plans(client_id: UUID, actor: CurrentActor, db: SessionDep,
 def plan_version(client_id: UUID, version: Annotated[int, Path(ge=1, le=MAX_VERSION)],
                  actor: CurrentActor, db: SessionDep) -> schemas.PlanOut:
     """One version of the plan, exactly as it was saved."""
-    _staff(actor)
+    access.require_client_staff(actor)
     return _out(service.read_plan(db, actor, client_id, version))
