@@ -254,11 +254,7 @@ async def _domain_handler(request: Request, exc: DomainError) -> Response:
 
 def _record_denial(request: Request, exc: DomainError) -> None:
     """Audit a refused request in its own transaction (the request's one rolled back)."""
-    from app.core import audit
-    from app.db import unit_of_work
-
     info = dict(exc.audit or {})
-    actor = request.scope.get("state", {}).get("actor")
     action = str(info.pop("event", None) or ("auth.denied" if exc.status == 401
                                                  else "access.denied"))
     org_id = info.pop("org_id", None)
@@ -266,14 +262,54 @@ def _record_denial(request: Request, exc: DomainError) -> None:
     object_id = info.pop("object_id", None)
     details = {"status": exc.status, "route": _route_template(request)}
     details.update({k: v for k, v in info.items() if isinstance(v, str | int | bool)})
+    _audit_apart(request, action, outcome="denied", org_id=org_id, object_type=object_type,
+                 object_id=object_id, details=details)
+
+
+def _audit_apart(request: Request, action: str, *, outcome: str, details: dict[str, Any],
+                 org_id: Any = None, object_type: Any = None, object_id: Any = None) -> None:
+    """Write one audit event in a transaction of its own (the request's one rolled back)."""
+    from app.core import audit
+    from app.db import unit_of_work
+
+    actor = request.scope.get("state", {}).get("actor")
     # The app may supply its own unit of work (tests bind it to their transaction).
     factory = getattr(request.app.state, "unit_of_work", None) or unit_of_work
     try:
         with factory() as db:
-            audit.record(db, actor, action, outcome="denied", org_id=org_id,
+            audit.record(db, actor, action, outcome=outcome, org_id=org_id,
                          object_type=object_type, object_id=object_id, details=details)
-    except Exception:  # noqa: BLE001 - a failed audit write must not turn a 401 into a 500
-        log.error("denial_audit_failed", action=action, exc_info=True)
+    except Exception:  # noqa: BLE001 - a failed audit write must not change the answer
+        log.error("apart_audit_failed", action=action, exc_info=True)
+
+
+def integrity_failure(request_id: str | None) -> ProblemResponse:
+    return problem(
+        500,
+        kind="integrity-failure",
+        title="Stored data failed its integrity check",
+        detail="A stored record could not be opened: it was altered, moved from elsewhere, "
+               "or its key is missing. Nothing was changed and the failure has been "
+               "recorded. Quote the request id when you report it.",
+        request_id=request_id,
+    )
+
+
+async def _integrity_handler(request: Request, exc: Exception) -> Response:
+    """A ciphertext or key that does not open: tampering or corruption, never data to show.
+
+    Logged and audited by route and exception type only (the message could name a table,
+    never a value)."""
+    from starlette.concurrency import run_in_threadpool
+
+    route = _route_template(request)
+    log.error("integrity_failure", route=route, exc_type=type(exc).__name__)
+    actor = request.scope.get("state", {}).get("actor")
+    await run_in_threadpool(
+        _audit_apart, request, "integrity.failure", outcome="failure",
+        org_id=getattr(actor, "org_id", None),
+        details={"status": 500, "route": route, "error": type(exc).__name__})
+    return integrity_failure(_request_id(request))
 
 
 def _route_template(request: Request) -> str:
@@ -291,4 +327,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_handler)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_handler)  # type: ignore[arg-type]
     app.add_exception_handler(DomainError, _domain_handler)  # type: ignore[arg-type]
+    from app.core.keys import DecryptionError
+
+    app.add_exception_handler(DecryptionError, _integrity_handler)
     app.add_exception_handler(Exception, _unhandled_handler)

@@ -123,7 +123,15 @@ def test_ciphertext_moved_to_another_client_does_not_open(client, agency, db) ->
     db.commit()
     response = client.get(f"/api/v1/clients/{b['id']}", headers=bearer(tokens["advocate"]))
     assert response.status_code == 500
-    assert "Roberta" not in response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == "urn:advocase:problem:integrity-failure"
+    assert problem["request_id"] and "Roberta" not in response.text
+    assert "legal_name" not in response.text and "Traceback" not in response.text
+    event = db.scalars(sa.select(AuditEvent).where(AuditEvent.action == "integrity.failure")
+                       ).one()
+    assert event.outcome == "failure"
+    assert event.details["route"] == "/api/v1/clients/{client_id}"
 
 
 def test_exact_name_search_uses_the_blind_index(client, agency) -> None:
