@@ -362,6 +362,53 @@ def keys_status_command(as_json: bool) -> None:
     _emit({"orgs": orgs}, as_json, "\n".join(lines) if lines else "no org keys yet")
 
 
+@cli.command("demo-data")
+@click.option("--org", "org_slug", default="demo", show_default=True,
+              help="The agency to fill (created when missing).")
+@click.option("--clients", "clients_count", default=30, show_default=True,
+              type=click.IntRange(1, 40), help="How many fictional clients.")
+@click.option("--seed", default=1, show_default=True, type=int,
+              help="The same seed gives the same demo.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def demo_data_command(org_slug: str, clients_count: int, seed: int, as_json: bool) -> None:
+    """Fill a clearly fictional demo agency, once: staff, clients, safety plans, risk
+    assessments, releases, service log. Prints the new staff passwords this once."""
+    settings = _configure_logging("cli")
+    if settings.env == "production":
+        _fail("demo-data is for development and demonstration instances, not production "
+              "(ADVOCASE_ENV=production)", as_json)
+    from app import demo
+    from app.core.errors import DomainError
+    from app.db import unit_of_work
+
+    run_migrations()
+    try:
+        with unit_of_work() as db:
+            summary = demo.fill_demo_agency(db, seed=seed, clients_count=clients_count,
+                                            slug=org_slug)
+            data = summary.as_dict()
+    except DomainError as exc:
+        _fail(exc.detail, as_json)
+    statuses = ", ".join(f"{n} {status}" for status, n in data["statuses"].items())
+    releases = ", ".join(f"{n} {fate}" for fate, n in data["consents"].items())
+    width = max(len(account["email"]) for account in data["staff"])
+    accounts = [f"    {a['role']:<10}  {a['email']:<{width}}  {a['password']}"
+                for a in data["staff"]]
+    _emit(data, as_json, "\n".join([
+        f"Filled the {'new' if data['created_org'] else 'existing'} agency '{data['org']}' "
+        f"with fictional data (seed {data['seed']}):",
+        f"  {data['clients']} clients ({statuses}; {data['urgent']} urgent), "
+        f"{data['households']} households, {data['other_parties']} other parties",
+        f"  {data['safety_plan_versions']} safety-plan versions, {data['risk_assessments']} "
+        f"risk assessments, releases: {releases or 'none'}, "
+        f"{data['service_contacts']} service-log contacts",
+        "  Staff accounts (passwords shown this once; admins and supervisors set up MFA at "
+        "first sign-in):",
+        *accounts,
+        "  Sign in at /dashboard/login.",
+    ]))
+
+
 def _die_with_parent() -> None:
     # Children stop when `advocase dev` dies, even by SIGKILL (Linux only).
     try:
