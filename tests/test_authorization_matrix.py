@@ -318,6 +318,9 @@ MATRIX: list[Route] = [
           client_rights(404, 404, 404), target="other_org"),
     # Safety plans follow the client: readers read every version, writers add one.
     Route("GET", "/api/v1/safety-plan-template", client_rights(200, 200, 200)),
+    # The agency's own template: supervisors and admins replace it.
+    Route("PUT", "/api/v1/safety-plan-template", client_rights(200, 200, 403),
+          body=lambda w: safety_plan_template_body()),
     Route("GET", "/api/v1/clients/{client_id}/safety-plans", client_rights(404, 200, 200)),
     Route("GET", "/api/v1/clients/{client_id}/safety-plans", client_rights(404, 200, 404),
           target="other_caseload"),
@@ -331,6 +334,13 @@ MATRIX: list[Route] = [
           body=lambda w: safety_plan_body(), target="other_org"),
     *[Route("GET", f"/api/v1/clients/{{client_id}}/safety-plans/{leaf}", rights, target=target)
       for leaf in ("current", "diff", "{version}")
+      for target, rights in (("own", client_rights(404, 200, 200)),
+                             ("other_caseload", client_rights(404, 200, 404)),
+                             ("other_org", client_rights(404, 404, 404)))],
+    # The client's printable copy: the same reach as reading the plan.
+    *[Route("GET", f"/api/v1/clients/{{client_id}}/safety-plans/{leaf}/print", rights,
+            target=target)
+      for leaf in ("current", "{version}")
       for target, rights in (("own", client_rights(404, 200, 200)),
                              ("other_caseload", client_rights(404, 200, 404)),
                              ("other_org", client_rights(404, 404, 404)))],
@@ -410,6 +420,10 @@ def _client_record_id(w: World, target: str, kind: str) -> str:
 def safety_plan_body() -> dict[str, Any]:
     return {"content": {"go_bag": [{"item": "Fictional passport", "ready": True}]},
             "review_date": (utcnow().date() + timedelta(days=30)).isoformat()}
+
+
+def safety_plan_template_body() -> dict[str, Any]:
+    return {"go_bag": ["Fictional documents"], "technology_safety": ["Fictional step"]}
 
 
 def _safety_plan_version(w: World, target: str) -> str:

@@ -30,7 +30,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         "partner_apps:read", "partner_apps:manage",
         "org:manage",
         "break_glass",
-        "instruments:manage",
+        "instruments:manage", "plan_template:manage",
     }),
     "supervisor": frozenset({
         "me:read", "sessions:own", "mfa:own",
@@ -38,7 +38,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         "audit:read",
         "clients:read", "clients:write", "clients:read_all", "clients:purge",
         "break_glass",
-        "instruments:manage",
+        "instruments:manage", "plan_template:manage",
     }),
     "advocate": frozenset({
         "me:read", "sessions:own", "mfa:own",

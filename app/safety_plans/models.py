@@ -1,4 +1,5 @@
-"""Safety-plan versions: append-only, one row per edit, the plan encrypted as a whole."""
+"""Safety-plan versions (append-only, one row per edit, the plan encrypted as a whole) and
+each agency's starting template."""
 
 from __future__ import annotations
 
@@ -34,3 +35,17 @@ class SafetyPlanVersion(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     created_by: UUID = Field(foreign_key="staff_user.id")
     change_note: str | None = Field(default=None, sa_type=sa.Text)  # encrypted
+
+
+class SafetyPlanTemplate(SQLModel, table=True):
+    """An agency's own starting checklist for new plans, one row per org. Without a row
+    the built-in defaults apply. Item names are generic checklist wording, not personal
+    data, so they are stored in clear."""
+
+    __tablename__ = "safety_plan_template"
+
+    org_id: UUID = Field(foreign_key="org.id", primary_key=True)
+    go_bag: list[str] = Field(sa_type=sa.JSON)
+    technology_safety: list[str] = Field(sa_type=sa.JSON)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_by: UUID = Field(foreign_key="staff_user.id")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator
 
 from app.clients.schemas import Strict
 
@@ -104,3 +104,39 @@ class DiffOut(BaseModel):
 class Template(BaseModel):
     go_bag: list[ChecklistItem]
     technology_safety: list[TechItem]
+    updated_at: datetime | None = Field(
+        description="When the agency last changed its template; null: the built-in one")
+    updated_by: UUID | None
+
+
+def _single_spaced(text: str) -> str:
+    return " ".join(text.split())
+
+
+# One checklist line: no control characters (so no line breaks), no blank item, and no
+# longer than a plan's own checklist item, so every template item fits a plan.
+TemplateItem = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=SHORT,
+                      pattern=r"^[^\x00-\x1f\x7f]*$"),
+    AfterValidator(_single_spaced),
+]
+
+
+class TemplateUpdate(Strict):
+    """The agency's whole starting checklist (replaces the previous one)."""
+
+    go_bag: list[TemplateItem] = Field(max_length=LIST)
+    technology_safety: list[TemplateItem] = Field(max_length=LIST)
+
+    @field_validator("go_bag", "technology_safety")
+    @classmethod
+    def _no_duplicates(cls, items: list[str]) -> list[str]:
+        seen: dict[str, int] = {}
+        for position, item in enumerate(items):
+            key = item.casefold()
+            if key in seen:
+                # Positions, not the text: a refusal never echoes what was sent.
+                raise ValueError(f"items {seen[key]} and {position} are the same")
+            seen[key] = position
+        return items

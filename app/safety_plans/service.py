@@ -1,18 +1,20 @@
-"""Safety plans: versions recorded, read and compared.
+"""Safety plans: versions recorded, read, compared and printed; the agency's template.
 
 A plan is never edited in place: every change is a new :class:`SafetyPlanVersion` with
 the next version number (1, 2, 3 … per client), so every earlier version stays readable
 exactly as it was. Plans are reached through the client (``clients.service.get_client``):
 a client outside the caller's reach, and its plans, are simply not found (404). The plan
 and the change note are encrypted under the client's key; every read and write is
-audited. The audit trail names versions, never plan text.
+audited. The audit trail names versions, never plan text. A version can be printed for
+the client (``printing``: a discreet HTML page or PDF). Each agency may replace the
+built-in starting checklist with its own template.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
-from typing import Any
+from datetime import date, datetime, timedelta
+from typing import Any, Literal, get_args
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -21,11 +23,13 @@ from sqlmodel import Session
 
 from app.clients import service as clients
 from app.clients.models import Client
-from app.core import audit, keys
+from app.core import access, audit, keys
 from app.core.access import Actor
 from app.core.errors import Conflict, Invalid, NotFound
 from app.db import utcnow
-from app.safety_plans.models import SafetyPlanVersion
+from app.safety_plans import printing
+from app.safety_plans.models import SafetyPlanTemplate, SafetyPlanVersion
+from app.safety_plans.schemas import PlanContent
 
 TABLE = "safety_plan_version"
 # A plan is looked at again at least once a year; usually far sooner.
@@ -42,6 +46,9 @@ DEFAULT_TECHNOLOGY_SAFETY: tuple[str, ...] = (
     "Passwords changed", "Two-factor authentication on", "Shared accounts left",
     "Location sharing checked", "Stalkerware checked", "Cloud backups and linked devices checked",
 )
+
+
+PrintFormat = Literal["html", "pdf"]
 
 
 @dataclass
@@ -240,3 +247,90 @@ def create_version(db: Session, actor: Actor, client_id: UUID, *, content: dict[
     audit.record(db, actor, "safety_plan.created", plan,
                  details={"client_id": str(client.id), "version": plan.version})
     return PlanRecord(plan, content, note)
+
+
+# --- printing -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrintedPlan:
+    """A printable copy: the bytes, their media type, and a file name that says nothing
+    about whose plan it is."""
+
+    body: bytes
+    media_type: str
+    filename: str
+
+
+def print_plan(db: Session, actor: Actor, client_id: UUID, version: int | None = None, *,
+               fmt: PrintFormat = "html") -> PrintedPlan:
+    """The client's own copy of one version (default: the current one) as an HTML page or a
+    PDF, without agency branding; the same reach as reading the plan, audited as a read."""
+    if fmt not in get_args(PrintFormat):
+        raise Invalid("Choose html or pdf.", errors=[{"field": "format", "location": "query",
+                                                      "message": "html or pdf",
+                                                      "type": "literal_error"}])
+    client = clients.get_client(db, actor, client_id)
+    plan = _one(db, client, version)
+    record = open_plan(db, plan)
+    audit.record(db, actor, "safety_plan.printed", plan,
+                 details={"client_id": str(client.id), "version": plan.version, "format": fmt})
+    html = printing.render_html(PlanContent.model_validate(record.content),
+                                version=plan.version, review_date=plan.review_date)
+    if fmt == "pdf":
+        return PrintedPlan(printing.render_pdf(html), "application/pdf", "plan.pdf")
+    return PrintedPlan(html.encode(), "text/html; charset=utf-8", "plan.html")
+
+
+# --- the agency's template ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TemplateRecord:
+    """The starting checklist in force for an org; ``updated_at``/``updated_by`` are None
+    while the built-in defaults apply."""
+
+    go_bag: list[str]
+    technology_safety: list[str]
+    updated_at: datetime | None = None
+    updated_by: UUID | None = None
+
+
+def _template_of(db: Session, org_id: UUID) -> TemplateRecord:
+    row = db.scalar(sa.select(SafetyPlanTemplate).where(SafetyPlanTemplate.org_id == org_id)
+                    .execution_options(populate_existing=True))
+    if row is None:
+        return TemplateRecord(list(DEFAULT_GO_BAG), list(DEFAULT_TECHNOLOGY_SAFETY))
+    return TemplateRecord(list(row.go_bag), list(row.technology_safety), row.updated_at,
+                          row.updated_by)
+
+
+def get_template(db: Session, actor: Actor) -> TemplateRecord:
+    """The actor's agency template for new plans (the built-in one until the agency
+    saves its own). Staff who work with clients may read it."""
+    access.require_client_staff(actor)
+    return _template_of(db, actor.org_id)
+
+
+def update_template(db: Session, actor: Actor, *, go_bag: list[str],
+                    technology_safety: list[str]) -> TemplateRecord:
+    """Replace the agency's template (supervisors and admins); items come validated
+    (``schemas.TemplateUpdate``). Audited with item counts, not item text."""
+    access.require_user(actor)
+    access.require(actor, "plan_template:manage")
+    table = SafetyPlanTemplate.__table__
+    if db.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    values = {"go_bag": list(go_bag), "technology_safety": list(technology_safety),
+              "updated_at": utcnow(), "updated_by": actor.id}
+    # One statement whether or not the org has a row yet: two first saves at the same
+    # moment cannot both insert; the later one simply wins.
+    db.execute(insert(table).values(org_id=actor.org_id, **values)
+               .on_conflict_do_update(index_elements=["org_id"], set_=values))
+    audit.record(db, actor, "safety_plan_template.updated", object_type="safety_plan_template",
+                 object_id=actor.org_id, details={"go_bag_items": len(go_bag),
+                                                  "technology_safety_items":
+                                                      len(technology_safety)})
+    return _template_of(db, actor.org_id)

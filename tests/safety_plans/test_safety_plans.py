@@ -17,34 +17,12 @@ from app.core.audit import AuditEvent
 from app.db import utcnow
 from app.safety_plans import service
 from app.safety_plans.models import SafetyPlanVersion
-from tests.consents.factories import make_client
-from tests.support.identity import bearer, make_org, make_user, staff_token
+from tests.support.identity import bearer
 from tests.support.privacy import assert_not_stored
 
 SECRET_PLACE = "Fictional Aunt Rosa's flat on Lindenweg"
 SECRET_WORD = "pineapple-fictional"
 REASON = "Fictional: I want my kids to grow up without fear"
-
-
-@pytest.fixture
-def agency(db: Session):
-    org, other_org = make_org(db), make_org(db)
-    people = {role: make_user(db, org, role) for role in ("admin", "supervisor", "advocate",
-                                                          "auditor")}
-    people["colleague"] = make_user(db, org, "advocate")
-    people["stranger"] = make_user(db, other_org, "supervisor")
-    tokens = {name: staff_token(db, user) for name, user in people.items()}
-    db.commit()
-    return org, people, tokens
-
-
-@pytest.fixture
-def client_id(db: Session, agency) -> str:
-    """A client in the advocate's caseload (not the colleague's)."""
-    org, people, _ = agency
-    made = make_client(db, org, people["advocate"])
-    db.commit()
-    return made
 
 
 def plan(**overrides) -> dict:
