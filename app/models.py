@@ -15,6 +15,7 @@ from app.identity.models import (
     RefreshToken,
     StaffUser,
 )
+from app.incidents.models import Incident, IncidentRevision, IncidentRevisionCategory
 from app.notifications.models import Notification
 from app.risk.models import AgencyInstrument, RiskAssessment
 from app.safety_plans.models import SafetyPlanVersion
@@ -30,4 +31,5 @@ __all__ = [
     "KeyRotation", "Org", "OrgKeyset", "PartnerApp", "PartnerToken", "RecoveryCode",
     "RefreshToken", "StaffUser", "WorkerHeartbeat", "metadata",
     "ReleaseOfInformation", "SafetyPlanVersion", "ServiceContact",
+    "Incident", "IncidentRevision", "IncidentRevisionCategory",
 ]

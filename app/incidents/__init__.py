@@ -1,0 +1,1 @@
+"""Incidents: recorded factually, corrected by new revisions, never overwritten."""
