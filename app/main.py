@@ -16,6 +16,7 @@ from app.consents import api as consents_api
 from app.core.errors import install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.dashboard import STATIC_DIR as DASHBOARD_STATIC_DIR
+from app.dashboard import clients as dashboard_clients
 from app.dashboard import views as dashboard_views
 from app.db import get_engine
 from app.identity import api as identity_api
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(service_log_api.router)
     app.include_router(notifications_api.router)
     app.include_router(dashboard_views.router)
+    app.include_router(dashboard_clients.router)
     app.mount("/dashboard/static", StaticFiles(directory=DASHBOARD_STATIC_DIR),
               name="dashboard-static")
 

@@ -32,6 +32,7 @@ class NavItem:
 
 NAV = (
     NavItem("Home", "/dashboard", "me:read"),
+    NavItem("Clients", "/dashboard/clients", "clients:read"),
     NavItem("My sessions", "/dashboard/sessions", "sessions:own"),
     NavItem("Security", "/dashboard/security", "mfa:own"),
     NavItem("Users", "/dashboard/users", "users:manage"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 import pytest
 import sqlalchemy as sa
@@ -12,12 +13,15 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from app.clients import service as clients
+from app.core.access import Actor
 from app.core.crypto import token_digest
 from app.core.passwords import verify_password
 from app.dashboard.auth import LOGIN_FORM_COOKIE, PENDING_LOGIN_COOKIE, SESSION_COOKIE
 from app.dashboard.web import DASHBOARD_CSP
 from app.db import utcnow
 from app.identity.models import AuthSession, PartnerApp, StaffUser
+from app.safety_plans import service as plans
 from tests.dashboard.helpers import csrf_from, enable_mfa, events, page_csrf, sign_in
 from tests.support.identity import PASSWORD, make_org, make_user
 
@@ -37,6 +41,9 @@ class Page:
 
 SIGNED_IN = {role: 200 for role in ROLES}
 ADMINS_ONLY = {"admin": 200, "supervisor": 404, "advocate": 404, "auditor": 404}
+# Client pages: the advocate's own client (a supervisor reaches every client of the agency).
+CLIENT_STAFF = {"anonymous": 303, "admin": 404, "supervisor": 200, "advocate": 200,
+                "auditor": 404}
 
 PAGES = [
     # Public pages. A signed-in visitor of the sign-in page goes home; the code step
@@ -52,7 +59,26 @@ PAGES = [
     Page("/dashboard/users", {"anonymous": 303} | ADMINS_ONLY),
     Page("/dashboard/users/{user_id}", {"anonymous": 303} | ADMINS_ONLY),
     Page("/dashboard/partner-apps", {"anonymous": 303} | ADMINS_ONLY),
+    Page("/dashboard/clients", CLIENT_STAFF),
+    Page("/dashboard/clients/new", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/edit", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/plan", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/plan/versions", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/plan/versions/{version}", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/plan/diff", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/assessment", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/contacts", CLIENT_STAFF),
 ]
+
+
+def client_with_plan(db: Session, advocate: StaffUser) -> UUID:
+    """A client in ``advocate``'s caseload with a first safety plan."""
+    actor = Actor(kind="user", id=advocate.id, org_id=advocate.org_id, role=advocate.role)
+    client = clients.create_client(db, actor, personal={"preferred_name": "Page Fictional"})
+    plans.create_version(db, actor, client.client.id, content={},
+                         review_date=utcnow().date() + timedelta(days=30))
+    return client.client.id
 
 
 def dashboard_routes(routes: list[Any]) -> set[tuple[str, str]]:
@@ -83,10 +109,16 @@ def test_every_dashboard_page_has_a_row(app) -> None:
 def test_page_access(web: TestClient, db: Session, page: Page, caller: str) -> None:
     org = make_org(db)
     colleague = make_user(db, org, "advocate")
-    if caller != "anonymous":
-        sign_in(web, db, make_user(db, org, caller))
+    user = None if caller == "anonymous" else make_user(db, org, caller)
+    if user is not None:
+        sign_in(web, db, user)
+    path = page.path.replace("{user_id}", str(colleague.id))
+    if "{client_id}" in path:
+        owner = user if caller == "advocate" else colleague
+        path = path.replace("{client_id}", str(client_with_plan(db, owner))).replace(
+            "{version}", "1")
     db.commit()
-    response = web.get(page.path.replace("{user_id}", str(colleague.id)))
+    response = web.get(path)
     assert response.status_code == page.expected[caller], response.text[:500]
     assert response.headers["content-security-policy"] == DASHBOARD_CSP
     assert response.headers["cache-control"] == "no-store"
