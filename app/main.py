@@ -21,6 +21,7 @@ from app.dashboard import views as dashboard_views
 from app.db import get_engine
 from app.identity import api as identity_api
 from app.identity import partner_api
+from app.incidents import api as incidents_api
 from app.notifications import api as notifications_api
 from app.risk import api as risk_api
 from app.safety_plans import api as safety_plans_api
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(consents_api.router)
     app.include_router(safety_plans_api.router)
     app.include_router(risk_api.router)
+    app.include_router(incidents_api.router)
     app.include_router(service_log_api.router)
     app.include_router(notifications_api.router)
     app.include_router(dashboard_views.router)

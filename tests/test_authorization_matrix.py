@@ -39,6 +39,7 @@ class World:
     partner_apps: dict[str, str]
     clients: dict[str, str]
     notifications: dict[str, str]
+    incidents: dict[str, str]  # an incident of each target's client
 
 
 def partner_token(db: Session, org_id: Any, scopes: str) -> tuple[str, str]:
@@ -81,6 +82,9 @@ def world(db: Session) -> World:
         "other_caseload": _client(db, org.id, colleague),
         "other_org": _client(db, other.id, other_user),
     }
+    incidents = {target: _incident(db, clients[target],
+                                   other_user if target == "other_org" else users["supervisor"])
+                 for target in clients}
     notes = {role: notifications.notify(db, org_id=org.id, user_ids=[user.id],
                                         kind="break_glass")[0].id
              for role, user in users.items()}
@@ -89,7 +93,7 @@ def world(db: Session) -> World:
     db.commit()
     return World(issued, users, other_user, {k: str(v.id) for k, v in sessions.items()},
                  str(other_session.id), {"own": own_app, "other_org": other_app},
-                 clients, {k: str(v) for k, v in notes.items()})
+                 clients, {k: str(v) for k, v in notes.items()}, incidents)
 
 
 def _client(db: Session, org_id: Any, advocate: StaffUser) -> str:
@@ -344,6 +348,24 @@ MATRIX: list[Route] = [
       for target, rights in (("own", client_rights(404, 200, 200)),
                              ("other_caseload", client_rights(404, 200, 404)),
                              ("other_org", client_rights(404, 404, 404)))],
+    # Incidents follow the client: readers read every revision, writers record, revise
+    # and retract; partner apps and auditors never reach them.
+    *[Route(method, path, rights(ok), body=body, target=target)
+      for path, method, ok, body in (
+          ("/api/v1/clients/{client_id}/incidents", "GET", 200, None),
+          ("/api/v1/clients/{client_id}/incidents", "POST", 201,
+           lambda w: matrix_incident_body()),
+          ("/api/v1/incidents/{incident_id}", "GET", 200, None),
+          ("/api/v1/incidents/{incident_id}/revisions", "GET", 200, None),
+          ("/api/v1/incidents/{incident_id}/revisions", "POST", 201,
+           lambda w: matrix_incident_body() | {"place": "Fictional corrected place",
+                                               "reason": "Fictional correction",
+                                               "based_on_revision": 1}),
+          ("/api/v1/incidents/{incident_id}/retract", "POST", 200,
+           lambda w: {"reason": "Fictional retraction"}))
+      for target, rights in (("own", lambda ok: client_rights(404, ok, ok)),
+                             ("other_caseload", lambda ok: client_rights(404, ok, 404)),
+                             ("other_org", lambda ok: client_rights(404, 404, 404)))],
 ]
 
 # Served by the framework, not by our routers.
@@ -444,6 +466,23 @@ def _safety_plan_version(w: World, target: str) -> str:
     return str(made.plan.version)
 
 
+def matrix_incident_body() -> dict[str, Any]:
+    return {"occurred": {"precision": "date", "start": utcnow().date().isoformat(),
+                         "time_zone": "UTC"},
+            "categories": ["emotional_verbal"], "place": "Fictional matrix place"}
+
+
+def _incident(db: Session, client_id: str, author: StaffUser) -> str:
+    """An incident of a world client, recorded by a colleague who may write it."""
+    from app.core.access import Actor
+    from app.incidents import schemas as incident_schemas
+    from app.incidents import service as incidents
+
+    actor = Actor(kind="user", id=author.id, org_id=author.org_id, role=author.role)
+    body = incident_schemas.IncidentCreate.model_validate(matrix_incident_body())
+    return str(incidents.record_incident(db, actor, UUID(client_id), body).incident.id)
+
+
 def _path(row: Route, w: World, caller: str) -> str:
     path = row.path
     if "{user_id}" in path:
@@ -456,6 +495,8 @@ def _path(row: Route, w: World, caller: str) -> str:
             path = path.replace(placeholder, _client_record_id(w, row.target, kind))
     if "/safety-plans/" in path:
         path = path.replace("{version}", _safety_plan_version(w, row.target))
+    if "{incident_id}" in path:
+        path = path.replace("{incident_id}", w.incidents[row.target])
     if "{notification_id}" in path:
         key = "other_org" if row.target == "other_org" else caller
         path = path.replace("{notification_id}",
