@@ -1,4 +1,5 @@
-"""Dashboard test fixtures: a fresh login throttle and a client that shows redirects."""
+"""Dashboard test fixtures: a fresh login throttle, a client that shows redirects, and the
+browser tests' server, chromium and axe-core."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.core import ratelimit
+
+# The browser tests' fixtures: a real server and chromium (per module), axe-core, a tab.
+from tests.dashboard.browser import axe_source, chromium, server, tab  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
