@@ -22,6 +22,7 @@ from app.db import get_engine
 from app.identity import api as identity_api
 from app.identity import partner_api
 from app.incidents import api as incidents_api
+from app.legal import api as legal_api
 from app.notifications import api as notifications_api
 from app.risk import api as risk_api
 from app.safety_plans import api as safety_plans_api
@@ -29,6 +30,7 @@ from app.service_log import api as service_log_api
 from app.settings import Settings, get_settings
 from app.system import api as system_api
 from app.system.health import ReadinessChecker
+from app.timeline import api as timeline_api
 
 
 @asynccontextmanager
@@ -70,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(risk_api.router)
     app.include_router(incidents_api.router)
     app.include_router(service_log_api.router)
+    app.include_router(legal_api.router)
+    app.include_router(timeline_api.router)
     app.include_router(notifications_api.router)
     app.include_router(dashboard_views.router)
     app.include_router(dashboard_clients.router)

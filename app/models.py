@@ -16,6 +16,7 @@ from app.identity.models import (
     StaffUser,
 )
 from app.incidents.models import Incident, IncidentRevision, IncidentRevisionCategory
+from app.legal.models import CourtDate, ProtectiveOrder
 from app.notifications.models import Notification
 from app.risk.models import AgencyInstrument, RiskAssessment
 from app.safety_plans.models import SafetyPlanVersion
@@ -31,5 +32,6 @@ __all__ = [
     "KeyRotation", "Org", "OrgKeyset", "PartnerApp", "PartnerToken", "RecoveryCode",
     "RefreshToken", "StaffUser", "WorkerHeartbeat", "metadata",
     "ReleaseOfInformation", "SafetyPlanVersion", "ServiceContact",
+    "CourtDate", "ProtectiveOrder",
     "Incident", "IncidentRevision", "IncidentRevisionCategory",
 ]

@@ -366,6 +366,23 @@ MATRIX: list[Route] = [
       for target, rights in (("own", lambda ok: client_rights(404, ok, ok)),
                              ("other_caseload", lambda ok: client_rights(404, ok, 404)),
                              ("other_org", lambda ok: client_rights(404, 404, 404)))],
+    # Protective orders, court dates and the timeline follow the client: readers read,
+    # writers record and change; partner apps and auditors never reach them.
+    *[Route(method, f"/api/v1/clients/{{client_id}}/{leaf}", rights(ok), body=body,
+            target=target)
+      for leaf, method, ok, body in (
+          ("protective-orders", "GET", 200, None),
+          ("protective-orders", "POST", 201, lambda w: protective_order_body()),
+          ("protective-orders/{order_id}", "GET", 200, None),
+          ("protective-orders/{order_id}", "PATCH", 200, lambda w: legal_note_body()),
+          ("court-dates", "GET", 200, None),
+          ("court-dates", "POST", 201, lambda w: court_date_body()),
+          ("court-dates/{court_date_id}", "GET", 200, None),
+          ("court-dates/{court_date_id}", "PATCH", 200, lambda w: legal_note_body()),
+          ("timeline", "GET", 200, None))
+      for target, rights in (("own", lambda ok: client_rights(404, ok, ok)),
+                             ("other_caseload", lambda ok: client_rights(404, ok, 404)),
+                             ("other_org", lambda ok: client_rights(404, 404, 404)))],
 ]
 
 # Served by the framework, not by our routers.
@@ -483,6 +500,41 @@ def _incident(db: Session, client_id: str, author: StaffUser) -> str:
     return str(incidents.record_incident(db, actor, UUID(client_id), body).incident.id)
 
 
+def protective_order_body() -> dict[str, Any]:
+    return {"order_type": "emergency", "court": "Fictional Matrix Court"}
+
+
+def court_date_body() -> dict[str, Any]:
+    return {"kind": "custody", "starts_at": (utcnow() + timedelta(days=7)).isoformat(),
+            "time_zone": "UTC"}
+
+
+def legal_note_body() -> dict[str, Any]:
+    return {"notes": "Fictional matrix note"}
+
+
+def _legal_record_id(w: World, target: str, kind: str) -> str:
+    """A protective order or court date of the target's client, made for the row."""
+    from sqlalchemy.orm import object_session
+
+    from app.core.access import Actor
+    from app.legal import service as legal
+
+    db = object_session(w.users["supervisor"])
+    assert db is not None
+    user = w.other_org_user if target == "other_org" else w.users["supervisor"]
+    actor = Actor(kind="user", id=user.id, org_id=user.org_id, role=user.role)
+    client_id = UUID(w.clients[target])
+    if kind == "order":
+        made = str(legal.record_order(db, actor, client_id, order_type="temporary").order.id)
+    else:
+        made = str(legal.record_court_date(
+            db, actor, client_id, kind="criminal", starts_at=utcnow() + timedelta(days=3),
+            time_zone="UTC").hearing.id)
+    db.commit()
+    return made
+
+
 def _path(row: Route, w: World, caller: str) -> str:
     path = row.path
     if "{user_id}" in path:
@@ -493,6 +545,9 @@ def _path(row: Route, w: World, caller: str) -> str:
     for placeholder, kind in (("{consent_id}", "consent"), ("{contact_id}", "contact")):
         if placeholder in path:
             path = path.replace(placeholder, _client_record_id(w, row.target, kind))
+    for placeholder, kind in (("{order_id}", "order"), ("{court_date_id}", "court_date")):
+        if placeholder in path:
+            path = path.replace(placeholder, _legal_record_id(w, row.target, kind))
     if "/safety-plans/" in path:
         path = path.replace("{version}", _safety_plan_version(w, row.target))
     if "{incident_id}" in path:

@@ -1,0 +1,1 @@
+"""Protective orders and court dates: the legal side of a client's case."""
