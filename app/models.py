@@ -22,6 +22,7 @@ from app.risk.models import AgencyInstrument, RiskAssessment
 from app.safety_plans.models import SafetyPlanVersion
 from app.service_log.models import ServiceContact
 from app.system.models import WorkerHeartbeat
+from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 metadata = SQLModel.metadata
 
@@ -34,4 +35,5 @@ __all__ = [
     "ReleaseOfInformation", "SafetyPlanVersion", "ServiceContact",
     "CourtDate", "ProtectiveOrder",
     "Incident", "IncidentRevision", "IncidentRevisionCategory",
+    "WebhookAttempt", "WebhookDelivery", "WebhookEndpoint", "WebhookEvent",
 ]

@@ -1,0 +1,1 @@
+"""Signed webhooks: partner apps register endpoints and receive referral events."""
