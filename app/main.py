@@ -19,6 +19,7 @@ from app.dashboard import STATIC_DIR as DASHBOARD_STATIC_DIR
 from app.dashboard import clients as dashboard_clients
 from app.dashboard import views as dashboard_views
 from app.db import get_engine
+from app.evidence import api as evidence_api
 from app.identity import api as identity_api
 from app.identity import partner_api
 from app.incidents import api as incidents_api
@@ -71,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(safety_plans_api.router)
     app.include_router(risk_api.router)
     app.include_router(incidents_api.router)
+    app.include_router(evidence_api.router)
+    app.state.body_limit_overrides.append(evidence_api.upload_body_limit(settings))
     app.include_router(service_log_api.router)
     app.include_router(legal_api.router)
     app.include_router(timeline_api.router)

@@ -6,6 +6,7 @@ from app.clients.models import BreakGlassGrant, CaseNumberCounter, Client, Clien
 from app.consents.models import ReleaseOfInformation
 from app.core.audit import AuditAnchor, AuditChainHead, AuditEvent
 from app.core.key_models import ClientDataKey, KeyRotation, OrgKeyset
+from app.evidence.models import CustodyEvent, Evidence
 from app.identity.models import (
     AuthSession,
     Org,
@@ -35,5 +36,6 @@ __all__ = [
     "ReleaseOfInformation", "SafetyPlanVersion", "ServiceContact",
     "CourtDate", "ProtectiveOrder",
     "Incident", "IncidentRevision", "IncidentRevisionCategory",
+    "CustodyEvent", "Evidence",
     "WebhookAttempt", "WebhookDelivery", "WebhookEndpoint", "WebhookEvent",
 ]

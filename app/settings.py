@@ -101,6 +101,9 @@ class Settings(BaseSettings):
 
     threadpool_size: int = Field(default=40, ge=1, le=1000)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    evidence_max_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=1024,
+        description="Largest evidence upload (the whole multipart body), enforced while it streams")
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_connect_timeout: int = Field(default=3, ge=1)

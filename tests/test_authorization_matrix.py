@@ -115,6 +115,7 @@ class Route:
     body: Body | None = None
     target: str = "own"  # which record a {placeholder} names: "own" or "other_org"
     form: dict[str, str] | None = None  # a form-encoded body (the OAuth endpoints)
+    files: Body | None = None  # a multipart body (evidence uploads)
 
 
 def user_id(w: World, target: str) -> str:
@@ -383,6 +384,18 @@ MATRIX: list[Route] = [
       for target, rights in (("own", lambda ok: client_rights(404, ok, ok)),
                              ("other_caseload", lambda ok: client_rights(404, ok, 404)),
                              ("other_org", lambda ok: client_rights(404, 404, 404)))],
+    # Evidence follows its incident's client: readers list, view and download, writers
+    # upload; partner apps and auditors never reach it.
+    *[Route(method, path, rights(ok), files=files, target=target)
+      for path, method, ok, files in (
+          ("/api/v1/incidents/{incident_id}/evidence", "POST", 201,
+           lambda w: matrix_evidence_file()),
+          ("/api/v1/incidents/{incident_id}/evidence", "GET", 200, None),
+          ("/api/v1/evidence/{evidence_id}", "GET", 200, None),
+          ("/api/v1/evidence/{evidence_id}/content", "GET", 200, None))
+      for target, rights in (("own", lambda ok: client_rights(404, ok, ok)),
+                             ("other_caseload", lambda ok: client_rights(404, ok, 404)),
+                             ("other_org", lambda ok: client_rights(404, 404, 404)))],
 ]
 
 # Served by the framework, not by our routers.
@@ -535,6 +548,35 @@ def _legal_record_id(w: World, target: str, kind: str) -> str:
     return made
 
 
+MATRIX_EVIDENCE = b"Fictional matrix evidence: a saved text message.\n"
+
+
+def matrix_evidence_file() -> dict[str, Any]:
+    return {"file": ("matrix-note.txt", MATRIX_EVIDENCE, "text/plain")}
+
+
+def _evidence_id(w: World, target: str) -> str:
+    """Evidence of the target's incident, uploaded through the service for the row."""
+    from sqlalchemy.orm import object_session
+
+    from app.core.access import Actor
+    from app.core.storage import get_storage
+    from app.evidence import service as evidence
+
+    db = object_session(w.users["supervisor"])
+    assert db is not None
+    user = w.other_org_user if target == "other_org" else w.users["supervisor"]
+    actor = Actor(kind="user", id=user.id, org_id=user.org_id, role=user.role)
+    upload = evidence.start_upload(db, actor, UUID(w.incidents[target]))
+    body = (b'--matrix\r\nContent-Disposition: form-data; name="file"; filename="m.txt"\r\n'
+            b"\r\n" + MATRIX_EVIDENCE + b"\r\n--matrix--\r\n")
+    made = evidence.receive_upload(db, actor, upload, [body],
+                                   content_type="multipart/form-data; boundary=matrix",
+                                   purpose=None, storage=get_storage(), max_bytes=1024 * 1024)
+    db.commit()
+    return str(made.evidence.id)
+
+
 def _path(row: Route, w: World, caller: str) -> str:
     path = row.path
     if "{user_id}" in path:
@@ -552,6 +594,8 @@ def _path(row: Route, w: World, caller: str) -> str:
         path = path.replace("{version}", _safety_plan_version(w, row.target))
     if "{incident_id}" in path:
         path = path.replace("{incident_id}", w.incidents[row.target])
+    if "{evidence_id}" in path:
+        path = path.replace("{evidence_id}", _evidence_id(w, row.target))
     if "{notification_id}" in path:
         key = "other_org" if row.target == "other_org" else caller
         path = path.replace("{notification_id}",
@@ -576,6 +620,8 @@ def test_matrix(client: TestClient, world: World, row: Route, caller: str) -> No
         kwargs["json"] = row.body(world)
     if row.form is not None:
         kwargs["data"] = row.form
+    if row.files is not None:
+        kwargs["files"] = row.files(world)
     response = client.request(row.method, _path(row, world, caller), **kwargs)
     assert response.status_code == row.expected[caller], response.text
     if response.status_code >= 400:

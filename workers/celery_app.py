@@ -20,6 +20,8 @@ BROKER_CLEANUP_TASK = "system.purge_delivered_broker_messages"
 PING_TASK = "system.ping"
 AUDIT_ANCHOR_TASK = "audit.anchor_chain_heads"
 KEYS_REENCRYPT_TASK = "keys.reencrypt_batch"
+EVIDENCE_HASH_CHECK_TASK = "evidence.check_hashes"
+EVIDENCE_STORAGE_SWEEP_TASK = "evidence.sweep_storage"
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
@@ -85,6 +87,17 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
     schedule["audit-anchor-daily"] = {
         "task": AUDIT_ANCHOR_TASK,
         "schedule": crontab(minute=5, hour=0),
+    }
+    # Every stored evidence file is decrypted and re-hashed once a day, in batches; a file
+    # that no longer matches its SHA-256 is flagged to the org's supervisors.
+    schedule["evidence-hash-check-daily"] = {
+        "task": EVIDENCE_HASH_CHECK_TASK,
+        "schedule": crontab(minute=20, hour=1),
+    }
+    # Objects stored by an upload whose row never committed (a killed process).
+    schedule["evidence-storage-sweep-daily"] = {
+        "task": EVIDENCE_STORAGE_SWEEP_TASK,
+        "schedule": crontab(minute=40, hour=0),
     }
     if str(settings.broker_url).startswith("sqla+"):
         schedule["embedded-broker-cleanup"] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -13,12 +13,16 @@ import structlog
 from celery import Task, signals
 
 from app.core import audit, deferred, keys
+from app.core.storage import get_storage
 from app.db import create_db_engine, unit_of_work, utcnow
+from app.evidence import service as evidence_service
 from app.settings import get_settings
 from app.system import service as system_service
 from workers.celery_app import (
     AUDIT_ANCHOR_TASK,
     BROKER_CLEANUP_TASK,
+    EVIDENCE_HASH_CHECK_TASK,
+    EVIDENCE_STORAGE_SWEEP_TASK,
     HEARTBEAT_TASK,
     KEYS_REENCRYPT_TASK,
     PING_TASK,
@@ -70,6 +74,52 @@ def reencrypt_batch(org_id: str, after_client_id: str | None = None) -> int:
     log.info("client_keys_rewrapped", org_id=org_id, rewrapped=batch.rewrapped,
              done=batch.done)
     return batch.rewrapped
+
+
+EVIDENCE_CHECK_BATCH = 50
+
+
+@celery_app.task(name=EVIDENCE_HASH_CHECK_TASK, ignore_result=True)
+def check_evidence_hashes(started: int | None = None, after_id: str | None = None) -> int:
+    """Re-hash one batch of stored evidence files (decrypt, SHA-256, compare), then queue
+    the next batch. ``started`` (epoch seconds) is when the run began: a file checked
+    since then is skipped, so a redelivered or repeated batch checks nothing twice.
+
+    The database is not held while a file is read: each file's keyset is opened in a
+    short read, hashed with no session, and the result recorded in a short write."""
+    since = datetime.fromtimestamp(started or int(utcnow().timestamp()), UTC)
+    storage = get_storage()
+    with unit_of_work(reading=True) as db:
+        due = evidence_service.due_for_hash_check(
+            db, since=since, after_id=UUID(after_id) if after_id else None,
+            limit=EVIDENCE_CHECK_BATCH)
+    checked = failed = 0
+    for item in due.items:
+        with unit_of_work(reading=True) as db:
+            stored = evidence_service.open_for_check(db, item.evidence_id)
+        if stored is None:
+            continue  # the client was erased meanwhile: nothing left to check
+        outcome = evidence_service.hash_stored(stored, storage)
+        with unit_of_work() as db:
+            evidence_service.record_hash_check(db, item.evidence_id, outcome, since=since)
+        checked += 1
+        failed += outcome != "intact"
+    if due.more:
+        with unit_of_work() as db:
+            deferred.enqueue_after_commit(db, EVIDENCE_HASH_CHECK_TASK, int(since.timestamp()),
+                                          due.items[-1].evidence_id)
+    log.info("evidence_hashes_checked", checked=checked, failed=failed)
+    return checked
+
+
+@celery_app.task(name=EVIDENCE_STORAGE_SWEEP_TASK, ignore_result=True)
+def sweep_evidence_storage() -> dict[str, int]:
+    """Remove stored objects no evidence row names, and abandoned partial writes (a day
+    old at least)."""
+    with unit_of_work(reading=True) as db:
+        removed = evidence_service.sweep_storage(db, get_storage())
+    log.info("evidence_storage_swept", **removed)
+    return removed
 
 
 @celery_app.task(name=BROKER_CLEANUP_TASK, ignore_result=True)

@@ -757,3 +757,38 @@ def key_status(db: Session) -> list[OrgKeyStatus]:
             destroyed=bucket["destroyed"], rotated_at=row.rotated_at,
             rotation_pending=row.org_id in pending))
     return report
+
+
+# --- keysets sealed under a client's key (evidence files) ---------------------------------
+# A blob too large for one AEAD call (an evidence file) gets a streaming keyset of its own;
+# that keyset is kept sealed under the client's data key, bound to org, client, purpose and
+# the object it protects. Shredding the client key therefore makes the blob unreadable too.
+
+
+def _sealed_keyset_ad(org_id: UUID, client_id: UUID, purpose: str, bound_to: object) -> bytes:
+    return _ad("advocase/client-sealed-keyset/v1", purpose, org_id, client_id, bound_to)
+
+
+def seal_keyset_for_client(db: Session, *, org_id: UUID, client_id: UUID, purpose: str,
+                           bound_to: UUID | str, keyset: tink.KeysetHandle) -> bytes:
+    """Encrypt ``keyset`` under the client's data key (created on first use), bound to org,
+    client, ``purpose`` (a short identifier such as ``"evidence"``) and ``bound_to`` (the id
+    of what it protects)."""
+    if not _KIND.match(purpose):
+        raise ValueError("the purpose must be a short lower-case identifier")
+    key = _client_key(db, org_id=org_id, client_id=client_id, create=True)
+    return _wrap(keyset, key, _sealed_keyset_ad(org_id, client_id, purpose, bound_to))
+
+
+def open_keyset_for_client(db: Session, *, org_id: UUID, client_id: UUID, purpose: str,
+                           bound_to: UUID | str, sealed: bytes) -> tink.KeysetHandle:
+    """The keyset :func:`seal_keyset_for_client` sealed for the same place. Raises
+    :class:`KeyDestroyed` after the client was shredded and :class:`DecryptionError` for a
+    sealed keyset altered or moved from another object, client or org."""
+    key = _client_key(db, org_id=org_id, client_id=client_id, create=False)
+    try:
+        return tink.proto_keyset_format.parse_encrypted(
+            sealed, key, _sealed_keyset_ad(org_id, client_id, purpose, bound_to))
+    except tink.TinkError as exc:
+        raise DecryptionError("the sealed keyset does not open here: altered, or moved from "
+                              "another object or client") from exc
