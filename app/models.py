@@ -19,6 +19,7 @@ from app.identity.models import (
 from app.incidents.models import Incident, IncidentRevision, IncidentRevisionCategory
 from app.legal.models import CourtDate, ProtectiveOrder
 from app.notifications.models import Notification
+from app.resources.models import Resource, ResourceFacet, ResourceOpening
 from app.risk.models import AgencyInstrument, RiskAssessment
 from app.safety_plans.models import SafetyPlanVersion
 from app.service_log.models import ServiceContact
@@ -38,4 +39,5 @@ __all__ = [
     "Incident", "IncidentRevision", "IncidentRevisionCategory",
     "CustodyEvent", "Evidence",
     "WebhookAttempt", "WebhookDelivery", "WebhookEndpoint", "WebhookEvent",
+    "Resource", "ResourceFacet", "ResourceOpening",
 ]

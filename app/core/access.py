@@ -31,6 +31,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         "org:manage",
         "break_glass",
         "instruments:manage", "plan_template:manage",
+        "resources:read", "resources:manage",
     }),
     "supervisor": frozenset({
         "me:read", "sessions:own", "mfa:own",
@@ -39,11 +40,13 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         "clients:read", "clients:write", "clients:read_all", "clients:purge",
         "break_glass",
         "instruments:manage", "plan_template:manage",
+        "resources:read", "resources:manage",
     }),
     "advocate": frozenset({
         "me:read", "sessions:own", "mfa:own",
         "clients:read", "clients:write",
         "break_glass",
+        "resources:read",
     }),
     "auditor": frozenset({
         "me:read", "sessions:own", "mfa:own",

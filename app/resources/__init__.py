@@ -1,0 +1,1 @@
+"""The resource directory: organisations and services advocates refer clients to."""
