@@ -157,6 +157,16 @@ def admin_only(allowed: int, *, other_org: bool = False) -> dict[str, int]:
                           "advocate": 403, "auditor": 403}
 
 
+# The resource directory: readers read it all; writers change their own listings.
+DIRECTORY_READERS = {"anonymous": 401, "admin": 200, "supervisor": 200, "advocate": 200,
+                     "auditor": 403, "partner": 200, "enrolling": 403}
+
+
+def directory_writers(ok: int) -> dict[str, int]:
+    return {"anonymous": 401, "admin": ok, "supervisor": ok, "advocate": 403,
+            "auditor": 403, "partner": ok, "enrolling": 403}
+
+
 # The OAuth endpoints authenticate the *client* (RFC 6749), not a bearer token, and
 # answer RFC 6749 JSON errors rather than problem documents.
 OAUTH_PATHS = {"/oauth/token", "/oauth/revoke"}
@@ -396,6 +406,26 @@ MATRIX: list[Route] = [
       for target, rights in (("own", lambda ok: client_rights(404, ok, ok)),
                              ("other_caseload", lambda ok: client_rights(404, ok, 404)),
                              ("other_org", lambda ok: client_rights(404, 404, 404)))],
+    # The resource directory is shared: every reader reads every listing. Listings are
+    # changed by the owning agency's supervisors and admins or by the partner app whose
+    # listing it is; anyone else's listing is not found.
+    Route("GET", "/api/v1/resources", DIRECTORY_READERS),
+    Route("GET", "/api/v1/resources/export", DIRECTORY_READERS),
+    Route("POST", "/api/v1/resources", directory_writers(201),
+          body=lambda w: matrix_resource_body()),
+    Route("POST", "/api/v1/resources/import", directory_writers(201),
+          files=lambda w: matrix_resource_csv()),
+    *[Route("GET", "/api/v1/resources/{resource_id}", DIRECTORY_READERS, target=target)
+      for target in ("own", "other_org")],
+    *[Route(method, path, directory_writers(ok if target == "own" else 404), body=body,
+            target=target)
+      for path, method, ok, body in (
+          ("/api/v1/resources/{resource_id}", "PATCH", 200,
+           lambda w: {"description": "Fictional matrix update"}),
+          ("/api/v1/resources/{resource_id}/capacity", "PATCH", 200,
+           lambda w: {"beds_available": 1}),
+          ("/api/v1/resources/{resource_id}", "DELETE", 204, None))
+      for target in ("own", "other_org")],
 ]
 
 # Served by the framework, not by our routers.
@@ -577,6 +607,34 @@ def _evidence_id(w: World, target: str) -> str:
     return str(made.evidence.id)
 
 
+def matrix_resource_body() -> dict[str, Any]:
+    return {"name": "Fictional Matrix Hotline", "categories": ["hotline"]}
+
+
+def matrix_resource_csv() -> dict[str, Any]:
+    return {"file": ("matrix.csv", b"name,categories\r\nFictional Matrix Clinic,legal_aid\r\n",
+                     "text/csv")}
+
+
+def _resource_id(w: World, target: str) -> str:
+    """A listing of the target's agency kept by its partner app, made for the row."""
+    from sqlalchemy.orm import object_session
+
+    from app.core.access import Actor
+    from app.resources import service as resources
+    from app.resources.schemas import ResourceCreate
+
+    db = object_session(w.users["supervisor"])
+    assert db is not None
+    org_id = w.other_org_user.org_id if target == "other_org" else w.users["supervisor"].org_id
+    app = Actor(kind="partner_app", id=UUID(w.partner_apps[target]), org_id=org_id,
+                scopes=frozenset({"resources:write"}))
+    made = resources.create_resource(db, app, ResourceCreate.model_validate(
+        matrix_resource_body() | {"capacity": {"beds_total": 4, "beds_available": 2}}))
+    db.commit()
+    return str(made.id)
+
+
 def _path(row: Route, w: World, caller: str) -> str:
     path = row.path
     if "{user_id}" in path:
@@ -600,6 +658,8 @@ def _path(row: Route, w: World, caller: str) -> str:
         key = "other_org" if row.target == "other_org" else caller
         path = path.replace("{notification_id}",
                             w.notifications.get(key, w.notifications["other_org"]))
+    if "{resource_id}" in path:
+        path = path.replace("{resource_id}", _resource_id(w, row.target))
     if "{app_id}" in path:
         path = path.replace("{app_id}", w.partner_apps[row.target])
     if "{session_id}" in path:
