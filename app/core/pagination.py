@@ -150,7 +150,10 @@ def _after(keys: list[SortKey], values: tuple[Any, ...]) -> sa.ColumnElement[boo
     clauses = []
     for i, key in enumerate(keys):
         equal_prefix = [keys[j].column == values[j] for j in range(i)]
-        step = key.column < values[i] if key.descending else key.column > values[i]
+        column, value = key.column, values[i]
+        if isinstance(value, bool):  # SQL booleans have no order: compare them as 0/1
+            column, value = sa.cast(column, sa.Integer), int(value)
+        step = column < value if key.descending else column > value
         clauses.append(sa.and_(*equal_prefix, step))
     return sa.or_(*clauses)
 

@@ -73,6 +73,25 @@ def test_case_numbers_are_sequential_per_agency(client, agency, db) -> None:
     assert sequence == [sequence[0], sequence[0] + 1, sequence[0] + 2]
 
 
+def test_the_caseload_pages_through_urgent_clients_first(client, agency, db) -> None:
+    _, _, tokens = agency
+    made = [create(client, tokens["advocate"]) for _ in range(5)]
+    for urgent in made[1:3]:
+        db.execute(sa.update(Client).where(Client.id == UUID(urgent["id"])).values(urgent=True))
+    db.commit()
+    seen, cursor = [], None
+    while True:
+        query = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/api/v1/clients", params=query, headers=bearer(tokens["advocate"]))
+        assert page.status_code == 200, page.text
+        seen += [item["id"] for item in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(c["id"] for c in made) and len(seen) == len(set(seen))
+    assert set(seen[:2]) == {made[1]["id"], made[2]["id"]}
+
+
 def test_caseload_scoping(client, agency) -> None:
     _, people, tokens = agency
     mine = create(client, tokens["advocate"])
