@@ -629,6 +629,34 @@ def _invalid_file(errors: list[dict[str, Any]]) -> Invalid:
                    "Nothing was added.", errors=errors[:500])
 
 
+# Stand-ins for fields whose shape is wrong, so the checks of the other fields still run
+# and a row's every bad cell is reported at once.
+_STAND_INS: dict[str, Any] = {"name": "stand-in", "categories": ["other"]}
+
+
+def _check_listing(fields: dict[str, Any]) -> tuple[ResourceCreate | None, list[dict[str, Any]]]:
+    """A listing from a CSV row and every problem with it (the listing None if any)."""
+    problems: list[dict[str, Any]] = []
+    try:
+        data = ResourceCreate.model_validate(fields)
+    except ValidationError as exc:
+        problems += [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"],
+                      "type": e["type"]} for e in exc.errors()]
+        shaped = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+        fields = {k: v for k, v in fields.items() if k not in shaped} | {
+            k: _STAND_INS[k] for k in shaped if k in _STAND_INS}
+        try:
+            data = ResourceCreate.model_validate(fields)
+        except ValidationError:
+            return None, problems
+    try:
+        _columns(data)
+    except Invalid as exc:
+        problems += [{"field": e["field"], "message": e["message"],
+                      "type": e.get("type", "value")} for e in exc.errors or []]
+    return (None if problems else data), problems
+
+
 def import_csv(db: Session, actor: Actor, text: str) -> list[Resource]:
     """Add every listing of a CSV file, or none: each row is checked as a new listing
     would be, and any bad cell refuses the whole file with every bad row and column
@@ -655,19 +683,10 @@ def import_csv(db: Session, actor: Actor, text: str) -> list[Resource]:
                                          "cells"))
         fields, cell_errors = directory_csv.to_listing(row.cells)
         row_errors += [_row_error(row.line, e.column, e.message) for e in cell_errors]
-        try:
-            data = ResourceCreate.model_validate(fields)
-            _columns(data)
-            _partner_app_for(db, actor, data.partner_app_id)
-        except ValidationError as exc:
-            row_errors += [_row_error(row.line, directory_csv.column_of(
-                ".".join(str(p) for p in e["loc"])), e["msg"], e["type"])
-                for e in exc.errors()]
-        except Invalid as exc:
-            row_errors += [_row_error(row.line, directory_csv.column_of(e["field"]),
-                                      e["message"], e.get("type", "value"))
-                           for e in exc.errors or []]
-        else:
+        data, problems = _check_listing(fields)
+        row_errors += [_row_error(row.line, directory_csv.column_of(e["field"]), e["message"],
+                                  e["type"]) for e in problems]
+        if data is not None:
             listings.append(data)
         errors += row_errors
     if errors:
