@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 	$(BIN)/python -m tests.bench.audit_verify
 	$(BIN)/python -m tests.bench.crypto
+	$(BIN)/python -m tests.bench.clients
 	$(BIN)/python -m tests.bench.evidence
 
 lint: $(STAMP)

@@ -223,7 +223,9 @@ def _safe_contact(rng: random.Random) -> dict[str, Any] | None:
     return {"time_zone": rng.choice(TIME_ZONES), "channels": channels}
 
 
-def _personal(rng: random.Random, first: str) -> dict[str, Any]:
+def fictional_personal(rng: random.Random, first: str) -> dict[str, Any]:
+    """A client's personal fields as the API would pass them to the service (also used by
+    the 100,000-client benchmark)."""
     family = rng.choice(FAMILY_NAMES)
     born = date(1958, 1, 1) + timedelta(days=rng.randrange(46 * 365))
     personal: dict[str, Any] = {
@@ -260,7 +262,7 @@ def _personal(rng: random.Random, first: str) -> dict[str, Any]:
     return body.model_dump(include=set(clients.PERSONAL_FIELDS), exclude_unset=True)
 
 
-def _household(rng: random.Random) -> dict[str, Any]:
+def fictional_household(rng: random.Random) -> dict[str, Any]:
     children = [{"first_name": name, "age": rng.randint(1, 16)}
                 for name in rng.sample(CHILD_NAMES, rng.randint(0, 3))]
     for child in children:
@@ -392,7 +394,7 @@ def _fill_client(db: Session, rng: random.Random, first: str, summary: DemoSumma
                  supervisor: Actor, advocates: list[Actor],
                  instrument: risk_engine.Instrument) -> None:
     status = rng.choices(["intake", "active", "closed"], weights=[2, 6, 2])[0]
-    personal = _personal(rng, first)
+    personal = fictional_personal(rng, first)
     lead = rng.choice(advocates)
     if rng.random() < 0.15:  # co-worked: the supervisor opens it for two advocates
         second = rng.choice([a for a in advocates if a.id != lead.id])
@@ -406,7 +408,7 @@ def _fill_client(db: Session, rng: random.Random, first: str, summary: DemoSumma
     summary.clients += 1
     summary.other_parties += int("other_party" in personal)
     if rng.random() < 0.6:
-        clients.replace_household(db, lead, client_id, _household(rng))
+        clients.replace_household(db, lead, client_id, fictional_household(rng))
         summary.households += 1
     if status != "intake" or rng.random() < 0.3:
         content = None

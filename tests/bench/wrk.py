@@ -153,7 +153,9 @@ def wrk_command(
     seconds: int,
     headers: Mapping[str, str] | None = None,
     timeout_s: int = 5,
+    script: str | None = None,
 ) -> list[str]:
+    """wrk's argv; ``script`` is a Lua file (``-s``) that shapes the requests."""
     argv = [
         wrk,
         f"-t{threads}",
@@ -162,6 +164,8 @@ def wrk_command(
         f"--timeout={timeout_s}s",
         "--latency",
     ]
+    if script:
+        argv += ["-s", script]
     for name, value in (headers or {}).items():
         argv += ["-H", f"{name}: {value}"]
     return [*argv, url]
