@@ -16,7 +16,9 @@ from app.consents import api as consents_api
 from app.core.errors import install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.dashboard import STATIC_DIR as DASHBOARD_STATIC_DIR
+from app.dashboard import casefile as dashboard_casefile
 from app.dashboard import clients as dashboard_clients
+from app.dashboard import evidence_pages as dashboard_evidence
 from app.dashboard import views as dashboard_views
 from app.db import get_engine
 from app.evidence import api as evidence_api
@@ -82,6 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(resources_api.router)
     app.include_router(dashboard_views.router)
     app.include_router(dashboard_clients.router)
+    app.include_router(dashboard_casefile.router)
+    app.include_router(dashboard_evidence.router)
+    app.state.body_limit_overrides.append(dashboard_evidence.upload_body_limit(settings))
     app.mount("/dashboard/static", StaticFiles(directory=DASHBOARD_STATIC_DIR),
               name="dashboard-static")
 

@@ -566,10 +566,13 @@ def client_page(request: Request, client_id: UUID, db: SessionDep, signed: Clien
 # --- safety plan -------------------------------------------------------------------------
 
 
-def _template_content() -> dict[str, Any]:
-    return {"go_bag": [{"item": item, "ready": False} for item in plans.DEFAULT_GO_BAG],
+def _template_content(db: Session, signed: Signed) -> dict[str, Any]:
+    """A first plan's checklists from the agency's own template (the built-in one until the
+    agency saves its own)."""
+    template = plans.get_template(db, signed.actor)
+    return {"go_bag": [{"item": item, "ready": False} for item in template.go_bag],
             "technology_safety": [{"item": item, "done": False}
-                                  for item in plans.DEFAULT_TECHNOLOGY_SAFETY]}
+                                  for item in template.technology_safety]}
 
 
 def _plan_form(request: Request, client: Client, *, reader: FormReader,
@@ -594,7 +597,8 @@ def plan_form(request: Request, client_id: UUID, db: SessionDep,
         reader = plan_values(current.content,
                              review.isoformat() if review >= utcnow().date() else "")
         return _plan_form(request, client, reader=reader, version=current.plan.version)
-    return _plan_form(request, client, reader=plan_values(_template_content()), version=None)
+    return _plan_form(request, client, reader=plan_values(_template_content(db, signed)),
+                      version=None)
 
 
 @router.post("/{client_id}/plan")
