@@ -154,8 +154,11 @@ def _overlapping(query: sa.Select[Any], start: datetime | None,
                  end: datetime | None) -> sa.Select[Any]:
     # An incident belongs to a period when its occurrence window overlaps it.
     if start is not None:
-        query = query.where(sa.func.coalesce(IncidentRevision.occurred_end,
-                                             IncidentRevision.occurred_start) >= start)
+        # A window's end is exclusive; an exact moment has no end and counts from start.
+        query = query.where(sa.or_(
+            IncidentRevision.occurred_end > start,
+            sa.and_(IncidentRevision.occurred_end.is_(None),
+                    IncidentRevision.occurred_start >= start)))
     if end is not None:
         query = query.where(IncidentRevision.occurred_start < end)
     return query

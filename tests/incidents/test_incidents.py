@@ -5,7 +5,7 @@ retraction, listing and the audit trail."""
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -603,3 +603,22 @@ def test_get_incident_reach(client, agency, client_id, db) -> None:
     for who in ("colleague", "stranger", "admin", "auditor"):
         with pytest.raises(NotFound):
             service.get_incident(db, _actor(people[who]), incident_id)
+
+
+def test_a_period_starting_where_a_window_ends_does_not_catch_it(client, agency,
+                                                                 client_id) -> None:
+    _, _, tokens = agency
+    day = days_ago(10)[:10]
+    made = post(client, tokens["advocate"], client_id, incident_body(
+        occurred={"precision": "date", "start": day, "time_zone": "UTC"}))
+
+    def listed(start: str) -> list[str]:
+        response = client.get(f"/api/v1/clients/{client_id}/incidents",
+                              params={"occurred_from": start},
+                              headers=bearer(tokens["advocate"]))
+        assert response.status_code == 200, response.text
+        return [i["id"] for i in response.json()["items"]]
+
+    following = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+    assert listed(f"{day}T23:59:59Z") == [made["id"]]
+    assert listed(f"{following}T00:00:00Z") == []  # the day's window ends there, exclusive
