@@ -95,8 +95,19 @@ def is_open(hours: dict[str, Any] | None, time_zone: str, moment: datetime) -> b
     """Whether a schedule is open at ``moment`` (None when the hours are not known)."""
     if not hours:
         return None
+    if hours.get("always_open"):
+        return True
     day, minute = local_minute(moment, time_zone)
-    return any(i.day == day and i.opens <= minute < i.closes for i in intervals(hours))
+    yesterday = (day - 1) % 7
+    for item in hours.get("weekly") or ():
+        opens, closes = _minutes(item["opens"]), _minutes(item["closes"])
+        on = DAYS.index(item["day"])
+        if closes > opens:
+            if on == day and opens <= minute < closes:
+                return True
+        elif (on == day and minute >= opens) or (on == yesterday and minute < closes):
+            return True  # a range past midnight: its evening, or the next morning
+    return False
 
 
 def describe(hours: dict[str, Any] | None) -> str:

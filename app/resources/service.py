@@ -54,6 +54,7 @@ from app.resources.schemas import (
     CapacityOut,
     Eligibility,
     OpeningHours,
+    OpeningRange,
     ResourceCreate,
     ResourceOut,
     ResourceUpdate,
@@ -135,19 +136,21 @@ def present(resource: Resource, actor: Actor, *, at: datetime | None = None) -> 
     at = at or clock()
     hours = _hours_out(resource)
     capacity = None
+    # Stored values were checked on the way in: the parts are built without checking again
+    # (a page of 50 listings would otherwise validate some 300 small models).
     if resource.beds_total is not None or resource.beds_available is not None:
-        capacity = CapacityOut(beds_total=resource.beds_total,
-                               beds_available=resource.beds_available,
-                               updated_at=resource.capacity_updated_at)
-    return ResourceOut(
+        capacity = CapacityOut.model_construct(beds_total=resource.beds_total,
+                                               beds_available=resource.beds_available,
+                                               updated_at=resource.capacity_updated_at)
+    return ResourceOut.model_construct(
         id=resource.id, org_id=resource.org_id, partner_app_id=resource.partner_app_id,
         name=resource.name, description=resource.description,
         categories=list(resource.categories), services=list(resource.services),
         languages=list(resource.languages),
-        eligibility=Eligibility(genders_served=list(resource.genders_served),
-                                min_age=resource.min_age, max_age=resource.max_age,
-                                children_accepted=resource.children_accepted,
-                                pets_accepted=resource.pets_accepted),
+        eligibility=Eligibility.model_construct(
+            genders_served=list(resource.genders_served), min_age=resource.min_age,
+            max_age=resource.max_age, children_accepted=resource.children_accepted,
+            pets_accepted=resource.pets_accepted),
         accessibility=list(resource.accessibility), opening_hours=hours,
         open_now=opening_hours.is_open(resource.opening_hours, resource.time_zone, at),
         phone=resource.phone, website=resource.website, service_area=resource.service_area,
@@ -160,9 +163,11 @@ def present(resource: Resource, actor: Actor, *, at: datetime | None = None) -> 
 def _hours_out(resource: Resource) -> OpeningHours | None:
     if resource.opening_hours is None:
         return None
-    return OpeningHours(time_zone=resource.time_zone,
-                        always_open=bool(resource.opening_hours.get("always_open")),
-                        weekly=resource.opening_hours.get("weekly") or [])
+    return OpeningHours.model_construct(
+        time_zone=resource.time_zone,
+        always_open=bool(resource.opening_hours.get("always_open")),
+        weekly=[OpeningRange.model_construct(**item)
+                for item in resource.opening_hours.get("weekly") or []])
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -321,8 +326,44 @@ def _search_document(resource: Resource) -> dict[str, str]:
             "service_area": " ".join([resource.service_area or "", *resource.regions])}
 
 
-_FTS = sa.table("resource_fts", sa.column("resource_id", sa.Uuid()), sa.column("name"),
+_FTS = sa.table("resource_fts", sa.column("rowid", sa.Integer()), sa.column("name"),
                 sa.column("description"), sa.column("services"), sa.column("service_area"))
+_FTS_KEY = sa.table("resource_fts_key", sa.column("rowid", sa.Integer()),
+                    sa.column("resource_id", sa.Uuid()))
+_CHUNK = 500  # ids a statement, well under SQLite's limit of bound values
+
+
+def _chunks(items: list[Any]) -> Iterable[list[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start:start + _CHUNK]
+
+
+def _search_keys(db: Session, ids: list[UUID]) -> dict[UUID, int]:
+    keys: dict[UUID, int] = {}
+    for chunk in _chunks(ids):
+        keys.update(db.execute(sa.select(_FTS_KEY.c.resource_id, _FTS_KEY.c.rowid)
+                               .where(_FTS_KEY.c.resource_id.in_(chunk))).tuples().all())
+    return keys
+
+
+def _unindex(db: Session, ids: list[UUID]) -> None:
+    """Take listings out of the SQLite search index (rows and keys)."""
+    keys = list(_search_keys(db, ids).values())
+    for chunk in _chunks(keys):
+        db.execute(sa.delete(_FTS).where(_FTS.c.rowid.in_(chunk)))
+        db.execute(sa.delete(_FTS_KEY).where(_FTS_KEY.c.rowid.in_(chunk)))
+
+
+def _index(db: Session, resources: list[Resource], *, fresh: bool) -> None:
+    """(Re)write the SQLite search index rows of ``resources``."""
+    ids = [r.id for r in resources]
+    if not fresh:
+        _unindex(db, ids)
+    for chunk in _chunks(ids):
+        db.execute(sa.insert(_FTS_KEY), [{"resource_id": i} for i in chunk])
+    keys = _search_keys(db, ids)
+    db.execute(sa.insert(_FTS), [{"rowid": keys[r.id], **_search_document(r)}
+                                 for r in resources])
 
 
 def _sync(db: Session, resources: list[Resource], *, fresh: bool = False) -> None:
@@ -346,11 +387,7 @@ def _sync(db: Session, resources: list[Resource], *, fresh: bool = False) -> Non
     if openings:
         db.execute(sa.insert(ResourceOpening), openings)
     if db.get_bind().dialect.name == "sqlite":
-        if not fresh:
-            for resource_id in ids:
-                db.execute(sa.delete(_FTS).where(_FTS.c.resource_id == resource_id))
-        db.execute(sa.insert(_FTS), [{"resource_id": r.id, **_search_document(r)}
-                                     for r in resources])
+        _index(db, resources, fresh=fresh)
 
 
 # --- writing ------------------------------------------------------------------------------
@@ -465,7 +502,7 @@ def archive_resource(db: Session, actor: Actor, resource_id: UUID) -> None:
     resource.archived_at = resource.updated_at = utcnow()
     db.flush()
     if db.get_bind().dialect.name == "sqlite":
-        db.execute(sa.delete(_FTS).where(_FTS.c.resource_id == resource.id))
+        _unindex(db, [resource.id])
     audit.record(db, actor, "resource.archived", resource)
 
 
@@ -507,15 +544,24 @@ PG_SEARCH_DOCUMENT = (
     " || ' ' || coalesce(regions::text, ''))")
 
 
-def _text_match(db: Session, terms: list[str]) -> sa.ColumnElement[bool]:
+# Below this many matching listings, a text search reads the matches and sorts them;
+# above it, it walks the listings in name order and stops at a page (SQLite).
+FEW_MATCHES = 1000
+
+
+def _text_match(db: Session, terms: list[str]) -> tuple[sa.ColumnElement[bool], bool]:
+    """The text condition, and whether few listings match (so the matches should drive)."""
     if db.get_bind().dialect.name == "postgresql":
         tsquery = " & ".join(f"{term}:*" for term in terms)
         return sa.literal_column(PG_SEARCH_DOCUMENT).op("@@")(
-            sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), tsquery))
+            sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), tsquery)), False
     fts_query = " ".join(f'"{term}"*' for term in terms)
-    matching = sa.select(_FTS.c.resource_id).where(
+    matching = sa.select(sa.literal_column("rowid")).select_from(_FTS).where(
         sa.literal_column("resource_fts").op("MATCH")(fts_query))
-    return Resource.id.in_(matching)
+    few = (db.scalar(sa.select(sa.func.count()).select_from(
+        matching.limit(FEW_MATCHES + 1).subquery())) or 0) <= FEW_MATCHES
+    keys = sa.select(_FTS_KEY.c.resource_id).where(_FTS_KEY.c.rowid.in_(matching))
+    return Resource.id.in_(keys), few
 
 
 def _facet(facet: str, values: Iterable[str]) -> sa.ColumnElement[bool]:
@@ -528,8 +574,8 @@ def open_at_clause(db: Session, moment: datetime) -> sa.ColumnElement[bool]:
     """Listings open at ``moment`` on their own clocks: the local weekday and minute are
     worked out once per time zone in use, and zones on the same local time share one
     comparison against the opening intervals."""
-    zones = db.scalars(sa.select(Resource.time_zone).where(Resource.archived_at.is_(None))
-                       .distinct())
+    # Archived listings' zones too: read from the time_zone index alone, it is far cheaper.
+    zones = db.scalars(sa.select(Resource.time_zone).distinct())
     by_local: dict[tuple[int, int], list[str]] = {}
     for name in zones:
         try:
@@ -549,10 +595,18 @@ def search_query(db: Session, actor: Actor, filters: DirectoryFilters,
                  *, now: datetime | None = None) -> sa.Select[Any]:
     """The directory narrowed to ``filters`` (unordered)."""
     require_read(actor)
-    query = readable(actor)
     terms = query_terms(filters.q)
+    few_matches = False
     if terms:
-        query = query.where(_text_match(db, terms))
+        text_match, few_matches = _text_match(db, terms)
+    if few_matches:
+        # SQLite: a unary plus keeps the name-order index out of the plan, so the few
+        # matches are read by primary key and sorted instead of the whole index walked.
+        query = sa.select(Resource).where(sa.literal_column("+resource.archived_at").is_(None))
+    else:
+        query = readable(actor)
+    if terms:
+        query = query.where(text_match)
     if filters.categories:
         query = query.where(_facet("category", filters.categories))
     if filters.languages:

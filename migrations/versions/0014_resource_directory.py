@@ -1,8 +1,9 @@
 """resource directory: listings, their facets and opening intervals, full-text search
 
-The search structures are not models: on SQLite an FTS5 table ``resource_fts`` (kept in
-step by app.resources.service), on PostgreSQL an expression GIN index ``ix_resource_fts``
-over the very expression app.resources.service.PG_SEARCH_DOCUMENT queries.
+The search structures are not models: on SQLite an FTS5 table ``resource_fts`` and its
+keys ``resource_fts_key`` (kept in step by app.resources.service), on PostgreSQL an
+expression GIN index ``ix_resource_fts`` over the very expression
+app.resources.service.PG_SEARCH_DOCUMENT queries.
 
 Revision ID: 0014
 Revises: 0013
@@ -33,10 +34,13 @@ def create_search_index() -> None:
     if dialect == "postgresql":
         op.execute(f"CREATE INDEX ix_resource_fts ON resource USING gin (({PG_SEARCH_DOCUMENT}))")
     elif dialect == "sqlite":
-        # resource_id is stored as the resource table stores it (32 hex digits).
-        op.execute("CREATE VIRTUAL TABLE resource_fts USING fts5(resource_id UNINDEXED, name, "
-                   "description, services, service_area, "
-                   "tokenize = 'unicode61 remove_diacritics 2')")
+        # An FTS5 row is found by its integer rowid, so resource_fts_key gives each listing
+        # one (resource_id as the resource table stores it: 32 hex digits). The resource
+        # table's own rowid would not do: VACUUM and batch migrations renumber it.
+        op.execute("CREATE TABLE resource_fts_key (rowid INTEGER PRIMARY KEY, "
+                   "resource_id CHAR(32) NOT NULL UNIQUE)")
+        op.execute("CREATE VIRTUAL TABLE resource_fts USING fts5(name, description, services, "
+                   "service_area, tokenize = 'unicode61 remove_diacritics 2')")
 
 
 def drop_search_index() -> None:
@@ -45,6 +49,7 @@ def drop_search_index() -> None:
         op.execute("DROP INDEX IF EXISTS ix_resource_fts")
     elif dialect == "sqlite":
         op.execute("DROP TABLE IF EXISTS resource_fts")
+        op.execute("DROP TABLE IF EXISTS resource_fts_key")
 
 
 def upgrade() -> None:

@@ -172,3 +172,32 @@ def test_a_changed_schedule_changes_open_now(db: Session, directory: Directory,
                             ResourceUpdate(opening_hours=weekly(("sat", "08:00", "12:00"))))
     assert night.id not in open_at(db, directory, SATURDAY_0500_UTC)
     assert night.id in open_at(db, directory, SATURDAY_0700_UTC.replace(hour=9))
+
+
+def test_the_answer_shown_agrees_with_the_intervals_searched() -> None:
+    """``is_open`` (each listing's open_now) and the stored intervals ("open now" search)
+    are two implementations of one rule: they must agree everywhere."""
+    import random
+    from datetime import timedelta
+
+    rng = random.Random(2026)
+    days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    checked = 0
+    for _ in range(300):
+        ranges = [(rng.choice(days), f"{rng.randrange(24):02d}:{rng.choice((0, 30)):02d}",
+                   rng.choice(["24:00", f"{rng.randrange(24):02d}:{rng.choice((0, 30)):02d}"]))
+                  for _ in range(rng.randint(1, 4))]
+        hours = schedule(*ranges)
+        try:
+            found = opening_hours.intervals(hours)
+        except opening_hours.HoursError:
+            continue
+        zone = rng.choice(("Europe/Dublin", "America/New_York", "Asia/Kolkata", "UTC"))
+        for _ in range(20):
+            moment = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=rng.randrange(
+                60 * 24 * 365))
+            day, minute = opening_hours.local_minute(moment, zone)
+            expected = any(i.day == day and i.opens <= minute < i.closes for i in found)
+            assert opening_hours.is_open(hours, zone, moment) is expected, (ranges, moment)
+            checked += 1
+    assert checked > 1000
