@@ -19,6 +19,7 @@ from app.identity.models import (
 from app.incidents.models import Incident, IncidentRevision, IncidentRevisionCategory
 from app.legal.models import CourtDate, ProtectiveOrder
 from app.notifications.models import Notification
+from app.referrals.models import Referral, ReferralNote, ReferralTransition
 from app.resources.models import Resource, ResourceFacet, ResourceOpening
 from app.risk.models import AgencyInstrument, RiskAssessment
 from app.safety_plans.models import SafetyPlanVersion
@@ -40,4 +41,5 @@ __all__ = [
     "CustodyEvent", "Evidence",
     "WebhookAttempt", "WebhookDelivery", "WebhookEndpoint", "WebhookEvent",
     "Resource", "ResourceFacet", "ResourceOpening",
+    "Referral", "ReferralNote", "ReferralTransition",
 ]

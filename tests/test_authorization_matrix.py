@@ -167,6 +167,26 @@ def directory_writers(ok: int) -> dict[str, int]:
             "auditor": 403, "partner": ok, "enrolling": 403}
 
 
+# Which world referral each caller reaches: (supervisor, advocate, partner). "own" and
+# "other_caseload" are sent to a listing of the partner caller's app, "other_partner" to
+# another agency's partner app (addressed elsewhere), "other_org" is another agency's.
+REFERRAL_REACH = {"own": (True, True, True), "other_caseload": (True, False, True),
+                  "other_partner": (True, True, False), "other_org": (False, False, False)}
+
+
+def referral_rights(target: str, staff_ok: int | None, partner_ok: int | None
+                    ) -> dict[str, int]:
+    """The answer within reach (404 outside it); None refuses the side outright (403)."""
+    supervisor, advocate, partner = REFERRAL_REACH[target]
+
+    def staff(reach: bool) -> int:
+        return 403 if staff_ok is None else staff_ok if reach else 404
+
+    return {"anonymous": 401, "enrolling": 403, "auditor": 403, "admin": staff(False),
+            "supervisor": staff(supervisor), "advocate": staff(advocate),
+            "partner": 403 if partner_ok is None else partner_ok if partner else 404}
+
+
 # The OAuth endpoints authenticate the *client* (RFC 6749), not a bearer token, and
 # answer RFC 6749 JSON errors rather than problem documents.
 OAUTH_PATHS = {"/oauth/token", "/oauth/revoke"}
@@ -426,6 +446,30 @@ MATRIX: list[Route] = [
            lambda w: {"beds_available": 1}),
           ("/api/v1/resources/{resource_id}", "DELETE", 204, None))
       for target in ("own", "other_org")],
+    # Referrals: staff reach them through the client; a partner app only those sent to its
+    # own listings (one addressed elsewhere is not there). The sending agency sends,
+    # withdraws and previews; the recipient answers and writes notes.
+    Route("GET", "/api/v1/referrals", DENY_OTHERS | {"partner": 200, "admin": 200,
+                                                     "supervisor": 200, "advocate": 200,
+                                                     "auditor": 403}),
+    *[Route("POST", "/api/v1/referrals", rights, target=target,
+            body=lambda w, target=target: _referral_body(w, target))
+      for target, rights in (("own", client_rights(404, 201, 201)),
+                             ("other_caseload", client_rights(404, 201, 404)),
+                             ("other_org", client_rights(404, 404, 404)))],
+    *[Route(method, f"/api/v1/referrals/{{referral_id}}{leaf}",
+            referral_rights(target, staff_ok, partner_ok), body=body, target=target)
+      for leaf, method, staff_ok, partner_ok, body in (
+          ("", "GET", 200, 200, None),
+          ("/preview", "GET", 200, None, None),
+          ("/send", "POST", 200, None, lambda w: {"reason": "Fictional matrix reason"}),
+          ("/withdraw", "POST", 200, None, lambda w: {"reason": "Fictional matrix reason"}),
+          ("/accept", "POST", 403, 200, lambda w: {"reason": "Fictional matrix reason"}),
+          ("/decline", "POST", 403, 200, lambda w: {"reason": "Fictional matrix reason"}),
+          ("/complete", "POST", 403, 200, lambda w: {"reason": "Fictional matrix reason"}),
+          ("/close", "POST", 403, 200, lambda w: {"reason": "Fictional matrix reason"}),
+          ("/notes", "POST", None, 201, lambda w: {"body": "Fictional matrix note"}))
+      for target in REFERRAL_REACH],
 ]
 
 # Served by the framework, not by our routers.
@@ -635,6 +679,59 @@ def _resource_id(w: World, target: str) -> str:
     return str(made.id)
 
 
+def _matrix_listing(w: World, db: Session, app: str) -> Any:
+    """A directory listing kept by the world's partner app ("own") or the other org's."""
+    from app.resources.models import Resource
+
+    org_id = w.users["supervisor"].org_id if app == "own" else w.other_org_user.org_id
+    listing = Resource(org_id=org_id, partner_app_id=UUID(w.partner_apps[app]),
+                       name=f"Fictional Matrix Shelter {uuid4().hex[:6]}", categories=["shelter"])
+    db.add(listing)
+    db.flush()
+    return listing
+
+
+def _referral_body(w: World, target: str) -> dict[str, Any]:
+    from sqlalchemy.orm import object_session
+
+    db = object_session(w.users["supervisor"])
+    assert db is not None
+    listing = _matrix_listing(w, db, "own")
+    db.commit()
+    return {"client_id": w.clients[target], "resource_id": str(listing.id),
+            "reason": "Fictional matrix referral"}
+
+
+def _referral_id(w: World, target: str, path: str) -> str:
+    """A referral of the target's client, in the state the row's action starts from:
+    a draft to send, an accepted one to complete or close, a sent one otherwise."""
+    from sqlalchemy.orm import object_session
+
+    from app.core.access import Actor
+    from app.referrals import service as referrals
+
+    db = object_session(w.users["supervisor"])
+    assert db is not None
+    action = path.rsplit("/", 1)[-1]
+    client = "own" if target == "other_partner" else target
+    user = w.other_org_user if target == "other_org" else w.users["supervisor"]
+    sender = Actor(kind="user", id=user.id, org_id=user.org_id, role=user.role)
+    app = "own" if target in ("own", "other_caseload") else "other_org"
+    listing = _matrix_listing(w, db, app)
+    made = referrals.create_referral(db, sender, client_id=UUID(w.clients[client]),
+                                     resource_id=listing.id, categories=["identity"],
+                                     reason="Fictional matrix referral").referral
+    if action != "send":
+        referrals.send_referral(db, sender, made.id, reason="Fictional matrix reason")
+    if action in ("complete", "close"):
+        recipient = Actor(kind="partner_app", id=UUID(w.partner_apps[app]),
+                          org_id=listing.org_id, scopes=frozenset({"referrals:write"}))
+        referrals.answer_referral(db, recipient, made.id, "accept",
+                                  reason="Fictional matrix reason")
+    db.commit()
+    return str(made.id)
+
+
 def _path(row: Route, w: World, caller: str) -> str:
     path = row.path
     if "{user_id}" in path:
@@ -665,6 +762,8 @@ def _path(row: Route, w: World, caller: str) -> str:
     if "{session_id}" in path:
         own = w.sessions.get(caller, w.sessions["advocate"])
         path = path.replace("{session_id}", w.other_session if row.target == "other_org" else own)
+    if "{referral_id}" in path:
+        path = path.replace("{referral_id}", _referral_id(w, row.target, row.path))
     return path
 
 

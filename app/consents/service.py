@@ -283,6 +283,8 @@ def revoke_release(db: Session, actor: Actor, client_id: UUID, consent_id: UUID,
     _seal(db, release, "revocation_reason", reason)
     db.flush()
     audit.record(db, actor, "consent.revoked", release, details={"client_id": str(client.id)})
+    from app.referrals import service as referrals  # referrals build on consents
+    referrals.on_consent_revoked(db, release)
     return decrypt_release(db, release)
 
 

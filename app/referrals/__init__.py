@@ -1,0 +1,1 @@
+"""Referrals: consent-gated referrals of a client to a resource, and the partner inbox."""

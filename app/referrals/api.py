@@ -1,0 +1,237 @@
+"""Referrals for staff (draft, send, withdraw, preview) and the partner inbox (list, read,
+accept, decline, complete, close, notes) — one set of paths, each caller its own view."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime
+
+from app.core import access
+from app.core.pagination import Page, PageParamsDep, SortKey, paginate
+from app.db import SessionDep
+from app.identity.deps import CurrentActor
+from app.referrals import schemas, service
+from app.referrals.models import Referral
+
+router = APIRouter(prefix="/api/v1", tags=["referrals"])
+PROBLEM = {"content": {"application/problem+json": {}}}
+READ = {403: PROBLEM, 404: PROBLEM}
+WRITE = {403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM}
+
+
+# --- shapes -------------------------------------------------------------------------------
+
+
+def _handoff(handoff: service.Handoff | None) -> schemas.HandoffOut | None:
+    if handoff is None:
+        return None
+    window = (schemas.CallWindowOut(**handoff.call_window) if handoff.call_window else None)
+    return schemas.HandoffOut(code_word=handoff.code_word, call_window=window,
+                              note=handoff.note)
+
+
+def _recipient(referral: Referral) -> schemas.RecipientOut:
+    return schemas.RecipientOut(
+        resource_id=referral.resource_id, name=referral.recipient_name,
+        org_id=referral.recipient_org_id, partner_app_id=referral.recipient_app_id,
+        release_names="partner_app" if service.release_names_app(referral)
+        else "agency_name")
+
+
+def _withheld(disclosure: service.Disclosure) -> list[schemas.WithheldOut]:
+    return [schemas.WithheldOut(category=c, reason=r) for c, r in disclosure.withheld]
+
+
+def _summary(referral: Referral) -> schemas.ReferralSummary:
+    return schemas.ReferralSummary(
+        id=referral.id, client_id=referral.client_id, resource_id=referral.resource_id,
+        recipient_app_id=referral.recipient_app_id, status=referral.status,
+        categories=list(referral.categories), created_at=referral.created_at,
+        sent_at=referral.sent_at, updated_at=referral.updated_at)
+
+
+def _out(record: service.ReferralRecord) -> schemas.ReferralOut:
+    r = record.referral
+    return schemas.ReferralOut(
+        **_summary(r).model_dump(), recipient=_recipient(r), handoff=_handoff(record.handoff),
+        created_by=r.created_by, sent_by=r.sent_by,
+        disclosure=schemas.DisclosureOut(shared=list(record.disclosure.shared),
+                                         withheld=_withheld(record.disclosure)),
+        history=[schemas.TransitionOut(from_status=t.from_status, to_status=t.to_status,
+                                       actor_type=t.actor_type, actor_id=t.actor_id, at=t.at,
+                                       reason=reason) for t, reason in record.history],
+        notes=[schemas.NoteOut(id=n.id, author_type=n.author_type, author_id=n.author_id,
+                               body=body, created_at=n.created_at)
+               for n, body in record.notes])
+
+
+def _partner_summary(referral: Referral) -> schemas.PartnerReferralSummary:
+    return schemas.PartnerReferralSummary(
+        id=referral.id, resource_id=referral.resource_id, status=referral.status,
+        sent_at=referral.sent_at, updated_at=referral.updated_at)
+
+
+def _partner_out(view: service.PartnerView) -> schemas.PartnerReferralOut:
+    r = view.referral
+    return schemas.PartnerReferralOut(
+        **_partner_summary(r).model_dump(),
+        sender=schemas.SenderOut(org_id=r.org_id, name=view.sender_name),
+        handoff=_handoff(view.handoff), shared_categories=list(view.disclosure.shared),
+        client=schemas.DisclosedClient.model_validate(view.client),
+        history=[schemas.PartnerTransitionOut(
+            from_status=t.from_status, to_status=t.to_status,
+            by="recipient" if t.actor_type == "partner_app" else "agency", at=t.at,
+            reason=reason) for t, reason in view.history],
+        notes=[schemas.PartnerNoteOut(id=n.id, body=body, created_at=n.created_at)
+               for n, body in view.notes])
+
+
+# --- routes -------------------------------------------------------------------------------
+
+
+@router.post("/referrals", response_model=schemas.ReferralOut, status_code=201,
+             responses={403: PROBLEM, 404: PROBLEM, 422: PROBLEM})
+def create_referral(body: schemas.ReferralCreate, actor: CurrentActor,
+                    db: SessionDep) -> schemas.ReferralOut:
+    """Draft a referral of a client to a listing of the directory. Requested categories are
+    shared only where a release of information allows it, checked at every disclosure;
+    without one the referral is a warm handoff carrying no personal data."""
+    access.require_client_staff(actor)
+    return _out(service.create_referral(
+        db, actor, client_id=body.client_id, resource_id=body.resource_id,
+        categories=list(body.categories), reason=body.reason,
+        handoff=body.handoff.model_dump() if body.handoff else None))
+
+
+@router.get("/referrals",
+            response_model=Page[schemas.ReferralSummary] | Page[schemas.PartnerReferralSummary],
+            responses={403: PROBLEM, 422: PROBLEM})
+def list_referrals(actor: CurrentActor, db: SessionDep, page: PageParamsDep,
+                   status: Annotated[schemas.Status | None, Query()] = None,
+                   client_id: Annotated[UUID | None, Query(
+                       description="Staff only")] = None,
+                   updated_since: Annotated[AwareDatetime | None, Query(
+                       description="RFC 3339; changed at or after")] = None,
+                   ) -> Any:
+    """Staff: referrals of clients within reach (an advocate's caseload, a supervisor's
+    org), newest first. A partner app (referrals:read): its inbox — referrals sent to its
+    listings, oldest change first, so syncing with ``updated_since`` misses nothing.
+    Listings carry no client data."""
+    if not actor.is_partner:
+        access.require_client_staff(actor)
+    query = service.list_query(actor, status=status, client_id=client_id,
+                               updated_since=updated_since)
+    if actor.is_partner:
+        rows, next_cursor = paginate(db, query, listing=f"referrals:inbox:{actor.id}",
+                                     keys=[SortKey(Referral.updated_at), SortKey(Referral.id)],
+                                     params=page)
+        service.audit_inbox(db, actor, len(rows))
+        return Page[schemas.PartnerReferralSummary](
+            items=[_partner_summary(r) for r in rows], next_cursor=next_cursor)
+    rows, next_cursor = paginate(db, query, listing=f"referrals:staff:{actor.id}",
+                                 keys=[SortKey(Referral.created_at, descending=True),
+                                       SortKey(Referral.id, descending=True)], params=page)
+    service.audit_listing(db, actor, rows)
+    return Page[schemas.ReferralSummary](items=[_summary(r) for r in rows],
+                                         next_cursor=next_cursor)
+
+
+@router.get("/referrals/{referral_id}",
+            response_model=schemas.ReferralOut | schemas.PartnerReferralOut, responses=READ)
+def get_referral(referral_id: UUID, actor: CurrentActor, db: SessionDep) -> Any:
+    """Staff: the whole referral (handoff, history with reasons, notes, what the recipient
+    receives now). A partner app: the referral as consent allows it at this moment — each
+    read asks again, and each release that lets data through is named in the audit."""
+    if actor.is_partner:
+        return _partner_out(service.read_as_partner(db, actor, referral_id))
+    access.require_client_staff(actor)
+    return _out(service.read_referral(db, actor, referral_id))
+
+
+@router.get("/referrals/{referral_id}/preview", response_model=schemas.ReferralPreview,
+            responses=READ)
+def preview_referral(referral_id: UUID, actor: CurrentActor,
+                     db: SessionDep) -> schemas.ReferralPreview:
+    """Exactly what the recipient sees now (a draft: would see once sent), and each
+    requested category withheld with the reason."""
+    access.require_client_staff(actor)
+    view = service.preview(db, actor, referral_id)
+    return schemas.ReferralPreview(recipient=_recipient(view.referral),
+                                   as_recipient_sees=_partner_out(view),
+                                   withheld=_withheld(view.disclosure))
+
+
+@router.post("/referrals/{referral_id}/send", response_model=schemas.ReferralOut,
+             responses=WRITE)
+def send_referral(referral_id: UUID, body: schemas.TransitionIn, actor: CurrentActor,
+                  db: SessionDep) -> schemas.ReferralOut:
+    """Send a draft. ``disclosure`` says which requested categories the recipient receives
+    now and which are withheld (no release, expired, revoked, not covered)."""
+    access.require_client_staff(actor)
+    return _out(service.send_referral(db, actor, referral_id, reason=body.reason))
+
+
+@router.post("/referrals/{referral_id}/withdraw", response_model=schemas.ReferralOut,
+             responses=WRITE)
+def withdraw_referral(referral_id: UUID, body: schemas.TransitionIn, actor: CurrentActor,
+                      db: SessionDep) -> schemas.ReferralOut:
+    """Withdraw a draft, sent or accepted referral (the sending agency)."""
+    access.require_client_staff(actor)
+    return _out(service.withdraw_referral(db, actor, referral_id, reason=body.reason))
+
+
+def _answer(action: str, referral_id: UUID, body: schemas.TransitionIn, actor: Any,
+            db: Any) -> Any:
+    if not actor.is_partner:
+        access.require_client_staff(actor)
+    referral = service.answer_referral(db, actor, referral_id, action, reason=body.reason)
+    if actor.is_partner:
+        return _partner_summary(referral)
+    return _out(service.staff_record(db, referral))
+
+
+ANSWER_MODEL = schemas.ReferralOut | schemas.PartnerReferralSummary
+ANSWER_DOC = (" The receiving partner app (referrals:write) answers; when the listing has "
+              "no partner app, the sending agency's staff record the outside agency's "
+              "answer. The sending advocate is notified.")
+
+
+@router.post("/referrals/{referral_id}/accept", response_model=ANSWER_MODEL, responses=WRITE,
+             description="Accept a sent referral." + ANSWER_DOC)
+def accept_referral(referral_id: UUID, body: schemas.TransitionIn, actor: CurrentActor,
+                    db: SessionDep) -> Any:
+    return _answer("accept", referral_id, body, actor, db)
+
+
+@router.post("/referrals/{referral_id}/decline", response_model=ANSWER_MODEL,
+             responses=WRITE, description="Decline a sent referral." + ANSWER_DOC)
+def decline_referral(referral_id: UUID, body: schemas.TransitionIn, actor: CurrentActor,
+                     db: SessionDep) -> Any:
+    return _answer("decline", referral_id, body, actor, db)
+
+
+@router.post("/referrals/{referral_id}/complete", response_model=ANSWER_MODEL,
+             responses=WRITE, description="Complete an accepted referral." + ANSWER_DOC)
+def complete_referral(referral_id: UUID, body: schemas.TransitionIn, actor: CurrentActor,
+                      db: SessionDep) -> Any:
+    return _answer("complete", referral_id, body, actor, db)
+
+
+@router.post("/referrals/{referral_id}/close", response_model=ANSWER_MODEL, responses=WRITE,
+             description="Close an accepted referral without completing it." + ANSWER_DOC)
+def close_referral(referral_id: UUID, body: schemas.TransitionIn, actor: CurrentActor,
+                   db: SessionDep) -> Any:
+    return _answer("close", referral_id, body, actor, db)
+
+
+@router.post("/referrals/{referral_id}/notes", response_model=schemas.PartnerNoteOut,
+             status_code=201, responses=WRITE)
+def add_note(referral_id: UUID, body: schemas.NoteIn, actor: CurrentActor,
+             db: SessionDep) -> schemas.PartnerNoteOut:
+    """The receiving partner app (referrals:write) adds a note, kept encrypted; the
+    sending advocate is notified. Staff read notes on the referral."""
+    note = service.add_note(db, actor, referral_id, body=body.body)
+    return schemas.PartnerNoteOut(id=note.id, body=body.body.strip(), created_at=note.created_at)
