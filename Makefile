@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench.crypto
 	$(BIN)/python -m tests.bench.clients
 	$(BIN)/python -m tests.bench.evidence
+	$(BIN)/python -m tests.bench.resources
 
 lint: $(STAMP)
 	$(BIN)/ruff check app workers migrations tests
