@@ -36,6 +36,7 @@ from app.settings import Settings, get_settings
 from app.system import api as system_api
 from app.system.health import ReadinessChecker
 from app.timeline import api as timeline_api
+from app.webhooks import api as webhooks_api
 
 
 @asynccontextmanager
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(timeline_api.router)
     app.include_router(referrals_api.router)
     app.include_router(notifications_api.router)
+    app.include_router(webhooks_api.router)
     app.include_router(resources_api.router)
     app.include_router(dashboard_views.router)
     app.include_router(dashboard_clients.router)

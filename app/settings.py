@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_FILE_MODE = 0o600
@@ -116,6 +116,21 @@ class Settings(BaseSettings):
     task_soft_time_limit: int = Field(default=240, ge=1)
     task_time_limit: int = Field(default=300, ge=1)
     embedded_broker_polling_interval: float = Field(default=0.1, gt=0, le=1.0)
+
+    # Webhooks (development and tests only): a partner's endpoint must be https and every
+    # address its host resolves to must be public. These let a test deliver to a receiver
+    # on 127.0.0.1 over plain http; production refuses to start with either set.
+    webhook_allow_http: bool = Field(
+        default=False, description="Accept http:// webhook URLs (never in production)")
+    webhook_allow_private_targets: bool = Field(
+        default=False, description="Accept loopback/private webhook targets (never in production)")
+
+    @field_validator("webhook_allow_http", "webhook_allow_private_targets")
+    @classmethod
+    def _webhook_relaxations_not_in_production(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("env") == "production":
+            raise ValueError("webhook targets are https and public only in production")
+        return value
 
     @field_validator("var_dir")
     @classmethod

@@ -167,6 +167,14 @@ def directory_writers(ok: int) -> dict[str, int]:
             "auditor": 403, "partner": ok, "enrolling": 403}
 
 
+def webhook_rights(ok: int) -> dict[str, int]:
+    """A partner app's own webhooks: only it reaches them; staff are refused."""
+    return {"anonymous": 401, "partner": ok, "enrolling": 403} | dict.fromkeys(STAFF_ALL, 403)
+
+
+MATRIX_WEBHOOK_URL = "https://93.184.215.14/advocase-matrix"  # a public address literal
+
+
 # Which world referral each caller reaches: (supervisor, advocate, partner). "own" and
 # "other_caseload" are sent to a listing of the partner caller's app, "other_partner" to
 # another agency's partner app (addressed elsewhere), "other_org" is another agency's.
@@ -446,6 +454,21 @@ MATRIX: list[Route] = [
            lambda w: {"beds_available": 1}),
           ("/api/v1/resources/{resource_id}", "DELETE", 204, None))
       for target in ("own", "other_org")],
+    # Webhook endpoints belong to a partner app (referrals:read): staff never manage them,
+    # and another app's endpoint (here another agency's) is not found.
+    Route("GET", "/api/v1/webhooks", webhook_rights(200)),
+    Route("POST", "/api/v1/webhooks", webhook_rights(201),
+          body=lambda w: {"url": MATRIX_WEBHOOK_URL, "event_types": ["referral.sent"]}),
+    *[Route(method, f"/api/v1/webhooks/{{endpoint_id}}{leaf}",
+            webhook_rights(ok if target == "own" else 404), body=body, target=target)
+      for leaf, method, ok, body in (
+          ("", "GET", 200, None),
+          ("", "PATCH", 200, lambda w: {"is_active": False}),
+          ("", "DELETE", 204, None),
+          ("/rotate-secret", "POST", 200, None),
+          ("/deliveries", "GET", 200, None),
+          ("/deliveries/{delivery_id}/replay", "POST", 202, None))
+      for target in ("own", "other_org")],
     # Referrals: staff reach them through the client; a partner app only those sent to its
     # own listings (one addressed elsewhere is not there). The sending agency sends,
     # withdraws and previews; the recipient answers and writes notes.
@@ -679,6 +702,31 @@ def _resource_id(w: World, target: str) -> str:
     return str(made.id)
 
 
+def _webhook_ids(w: World, target: str) -> tuple[str, str]:
+    """An endpoint of the target's partner app and a delivery waiting for it, made for
+    the row (rows, not emit(): nothing is sent to a broker)."""
+    from sqlalchemy.orm import object_session
+
+    from app.core.access import Actor
+    from app.webhooks import service as webhooks
+    from app.webhooks.models import WebhookDelivery, WebhookEvent
+
+    db = object_session(w.users["supervisor"])
+    assert db is not None
+    org_id = w.other_org_user.org_id if target == "other_org" else w.users["supervisor"].org_id
+    app = Actor(kind="partner_app", id=UUID(w.partner_apps[target]), org_id=org_id,
+                scopes=frozenset({"referrals:read"}))
+    endpoint, _ = webhooks.create_endpoint(db, app, url=MATRIX_WEBHOOK_URL,
+                                           event_types=["referral.sent"])
+    event = WebhookEvent(org_id=org_id, event_type="referral.sent", subject_id=uuid4())
+    delivery = WebhookDelivery(org_id=org_id, endpoint_id=endpoint.id, event_id=event.id)
+    db.add(event)
+    db.flush()
+    db.add(delivery)
+    db.commit()
+    return str(endpoint.id), str(delivery.id)
+
+
 def _matrix_listing(w: World, db: Session, app: str) -> Any:
     """A directory listing kept by the world's partner app ("own") or the other org's."""
     from app.resources.models import Resource
@@ -757,6 +805,9 @@ def _path(row: Route, w: World, caller: str) -> str:
                             w.notifications.get(key, w.notifications["other_org"]))
     if "{resource_id}" in path:
         path = path.replace("{resource_id}", _resource_id(w, row.target))
+    if "{endpoint_id}" in path:
+        endpoint_id, delivery_id = _webhook_ids(w, row.target)
+        path = path.replace("{endpoint_id}", endpoint_id).replace("{delivery_id}", delivery_id)
     if "{app_id}" in path:
         path = path.replace("{app_id}", w.partner_apps[row.target])
     if "{session_id}" in path:

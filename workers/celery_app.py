@@ -22,6 +22,10 @@ AUDIT_ANCHOR_TASK = "audit.anchor_chain_heads"
 KEYS_REENCRYPT_TASK = "keys.reencrypt_batch"
 EVIDENCE_HASH_CHECK_TASK = "evidence.check_hashes"
 EVIDENCE_STORAGE_SWEEP_TASK = "evidence.sweep_storage"
+# Webhooks: one attempt at one delivery (by id), and the sweep that finds due deliveries.
+WEBHOOK_DELIVER_TASK = "webhooks.deliver"
+WEBHOOK_SWEEP_TASK = "webhooks.enqueue_due_deliveries"
+WEBHOOK_SWEEP_INTERVAL = 15.0
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
@@ -98,6 +102,13 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
     schedule["evidence-storage-sweep-daily"] = {
         "task": EVIDENCE_STORAGE_SWEEP_TASK,
         "schedule": crontab(minute=40, hour=0),
+    }
+    # Webhook retries are scheduled in the database (next_attempt_at), not as broker ETAs:
+    # this finds deliveries due (or whose worker's lease ran out) and enqueues them by id.
+    schedule["webhook-deliveries-due"] = {
+        "task": WEBHOOK_SWEEP_TASK,
+        "schedule": WEBHOOK_SWEEP_INTERVAL,
+        "options": {"expires": WEBHOOK_SWEEP_INTERVAL},
     }
     if str(settings.broker_url).startswith("sqla+"):
         schedule["embedded-broker-cleanup"] = {

@@ -18,6 +18,7 @@ from app.db import create_db_engine, unit_of_work, utcnow
 from app.evidence import service as evidence_service
 from app.settings import get_settings
 from app.system import service as system_service
+from app.webhooks import service as webhooks_service
 from workers.celery_app import (
     AUDIT_ANCHOR_TASK,
     BROKER_CLEANUP_TASK,
@@ -26,6 +27,9 @@ from workers.celery_app import (
     HEARTBEAT_TASK,
     KEYS_REENCRYPT_TASK,
     PING_TASK,
+    WEBHOOK_DELIVER_TASK,
+    WEBHOOK_SWEEP_INTERVAL,
+    WEBHOOK_SWEEP_TASK,
     celery_app,
 )
 
@@ -152,6 +156,45 @@ def purge_delivered_messages(broker_url: str) -> int:
             return int(result.rowcount or 0)
     finally:
         engine.dispose()
+
+
+# --- webhooks ---------------------------------------------------------------------------
+
+
+@celery_app.task(name=WEBHOOK_DELIVER_TASK, ignore_result=True, acks_late=True,
+                 reject_on_worker_lost=True, soft_time_limit=30, time_limit=40)
+def deliver_webhook(delivery_id: str) -> str:
+    """One attempt at one delivery: claim it (atomically, with a lease) and commit, send it
+    outside any transaction, record the outcome. A delivery not due, held by another
+    worker, or already delivered is left alone, so a duplicate message does no harm; a
+    worker killed mid-attempt leaves a lease that expires, and the sweep finds it again.
+    (The hard time limit stays well inside the 60-second lease.)"""
+    with unit_of_work() as db:
+        claim = webhooks_service.claim_delivery(db, UUID(delivery_id))
+    if claim is None:
+        return "not_claimed"
+    outcome = webhooks_service.send(claim)
+    with unit_of_work() as db:
+        state = webhooks_service.record_attempt(db, claim, outcome)
+    log.info("webhook_attempt", delivery_id=delivery_id, attempt=claim.attempt_number,
+             status_code=outcome.status_code, error=outcome.error,
+             duration_ms=outcome.duration_ms, state=state)
+    return state
+
+
+@celery_app.task(name=WEBHOOK_SWEEP_TASK, ignore_result=True)
+def enqueue_due_webhook_deliveries() -> int:
+    """Enqueue, by id, every delivery whose next attempt is due or whose claim's lease ran
+    out (beat, every few seconds). Each message expires before the next sweep, which
+    enqueues again whatever is still due."""
+    with unit_of_work(reading=True) as db:
+        due = webhooks_service.due_delivery_ids(db)
+        for delivery_id in due:
+            deferred.enqueue_after_commit(db, WEBHOOK_DELIVER_TASK, delivery_id,
+                                          expires=WEBHOOK_SWEEP_INTERVAL)
+    if due:
+        log.info("webhook_deliveries_enqueued", count=len(due))
+    return len(due)
 
 
 @signals.worker_ready.connect

@@ -91,7 +91,7 @@ class WebhookAttempt(SQLModel, table=True):
     delivery_id: UUID = Field(foreign_key="webhook_delivery.id", index=True)
     number: int
     started_at: datetime = Field(sa_type=UTCDateTime)
-    duration_ms: int
+    duration_ms: int | None = Field(default=None)  # None: the worker vanished mid-attempt
     status_code: int | None = Field(default=None)
     error: str | None = Field(default=None, max_length=64)  # an error class, never a message
     succeeded: bool

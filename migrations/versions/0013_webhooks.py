@@ -89,7 +89,7 @@ def upgrade() -> None:
     sa.Column('delivery_id', sa.Uuid(), nullable=False),
     sa.Column('number', sa.Integer(), nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('duration_ms', sa.Integer(), nullable=False),
+    sa.Column('duration_ms', sa.Integer(), nullable=True),
     sa.Column('status_code', sa.Integer(), nullable=True),
     sa.Column('error', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
     sa.Column('succeeded', sa.Boolean(), nullable=False),
