@@ -28,6 +28,7 @@ from app.incidents import api as incidents_api
 from app.legal import api as legal_api
 from app.notifications import api as notifications_api
 from app.referrals import api as referrals_api
+from app.reminders import api as reminders_api
 from app.resources import api as resources_api
 from app.risk import api as risk_api
 from app.safety_plans import api as safety_plans_api
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(timeline_api.router)
     app.include_router(referrals_api.router)
     app.include_router(notifications_api.router)
+    app.include_router(reminders_api.router)
     app.include_router(webhooks_api.router)
     app.include_router(resources_api.router)
     app.include_router(dashboard_views.router)

@@ -20,6 +20,12 @@ from app.incidents.models import Incident, IncidentRevision, IncidentRevisionCat
 from app.legal.models import CourtDate, ProtectiveOrder
 from app.notifications.models import Notification
 from app.referrals.models import Referral, ReferralNote, ReferralTransition
+from app.reminders.models import (
+    NotificationPreference,
+    Reminder,
+    ReminderDelivery,
+    ReminderSettings,
+)
 from app.resources.models import Resource, ResourceFacet, ResourceOpening
 from app.risk.models import AgencyInstrument, RiskAssessment
 from app.safety_plans.models import SafetyPlanVersion
@@ -37,6 +43,7 @@ __all__ = [
     "RefreshToken", "StaffUser", "WorkerHeartbeat", "metadata",
     "ReleaseOfInformation", "SafetyPlanVersion", "ServiceContact",
     "CourtDate", "ProtectiveOrder",
+    "NotificationPreference", "Reminder", "ReminderDelivery", "ReminderSettings",
     "Incident", "IncidentRevision", "IncidentRevisionCategory",
     "CustodyEvent", "Evidence",
     "WebhookAttempt", "WebhookDelivery", "WebhookEndpoint", "WebhookEvent",

@@ -125,6 +125,15 @@ class Settings(BaseSettings):
     webhook_allow_private_targets: bool = Field(
         default=False, description="Accept loopback/private webhook targets (never in production)")
 
+    # Email (reminders and notifications to staff; a client's email only where their
+    # safe-contact preferences allow it). No host: no email is sent, in-app only.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_from: str = Field(default="advocase@localhost", max_length=254)
+    smtp_starttls: bool = True
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+
     @field_validator("webhook_allow_http", "webhook_allow_private_targets")
     @classmethod
     def _webhook_relaxations_not_in_production(cls, value: bool, info: ValidationInfo) -> bool:

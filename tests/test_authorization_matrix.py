@@ -199,6 +199,45 @@ def referral_rights(target: str, staff_ok: int | None, partner_ok: int | None
 # answer RFC 6749 JSON errors rather than problem documents.
 OAUTH_PATHS = {"/oauth/token", "/oauth/revoke"}
 
+def _soon() -> str:
+    return (utcnow() + timedelta(hours=2)).isoformat()
+
+
+def _reminder_body(target: str) -> Body:
+    return lambda w: {"due_at": _soon(), "client_id": w.clients[target],
+                      "note": "Fictional matrix reminder"}
+
+
+def _default_reminder_rules() -> dict[str, Any]:
+    from app.reminders.schemas import ReminderRules
+
+    return ReminderRules().model_dump(mode="json")
+
+
+def _reminder_id(w: World, target: str) -> str:
+    """A reminder of the target's client, assigned to its advocate, made for the row."""
+    from sqlalchemy.orm import object_session
+
+    from app.core.access import Actor
+    from app.reminders import service as reminders
+    from app.reminders.schemas import ReminderCreate
+
+    db = object_session(w.users["supervisor"])
+    assert db is not None
+    user = w.other_org_user if target == "other_org" else w.users["supervisor"]
+    actor = Actor(kind="user", id=user.id, org_id=user.org_id, role=user.role)
+    made = reminders.create_reminder(db, actor, ReminderCreate(
+        due_at=utcnow() + timedelta(hours=2), client_id=UUID(w.clients[target]),
+        assignee_id=None if target == "other_org" else _advocate_of(db, w.clients[target])))
+    db.commit()
+    return str(made.reminder.id)
+
+
+def _advocate_of(db: Session, client_id: str) -> UUID | None:
+    from app.reminders.rules import primary_advocate
+
+    return primary_advocate(db, UUID(client_id))
+
 MATRIX: list[Route] = [
     Route("GET", "/healthz", dict.fromkeys(CALLERS, 200)),
     Route("GET", "/readyz", dict.fromkeys(CALLERS, 200)),
@@ -322,6 +361,29 @@ MATRIX: list[Route] = [
     Route("POST", "/api/v1/notifications/{notification_id}/read", DENY_OTHERS | STAFF_ALL),
     Route("POST", "/api/v1/notifications/{notification_id}/read",
           DENY_OTHERS | dict.fromkeys(STAFF_ALL, 404), target="other_org"),
+    # Reminders: an advocate reaches their own and their caseload's, supervisors the
+    # agency's; admins and auditors only reminders assigned to them (none here).
+    Route("GET", "/api/v1/reminders", DENY_OTHERS | STAFF_ALL),
+    *[Route("POST", "/api/v1/reminders", rights, body=_reminder_body(target), target=target)
+      for target, rights in (("own", client_rights(403, 201, 201)),
+                             ("other_caseload", client_rights(403, 201, 404)),
+                             ("other_org", client_rights(403, 404, 404)))],
+    *[Route(method, f"/api/v1/reminders/{{reminder_id}}{action}", rights, body=body,
+            target=target)
+      for method, action, body in (("GET", "", None),
+                                   ("POST", "/snooze", lambda w: {"until": _soon()}),
+                                   ("POST", "/complete", None),
+                                   ("POST", "/reassign", lambda w: {
+                                       "assignee_id": str(w.users["advocate"].id)}))
+      for target, rights in (("own", client_rights(404, 200, 200, 404)),
+                             ("other_caseload", client_rights(404, 200, 404, 404)),
+                             ("other_org", client_rights(404, 404, 404, 404)))],
+    Route("GET", "/api/v1/reminder-settings", client_rights(200, 200, 403)),
+    Route("PUT", "/api/v1/reminder-settings", client_rights(200, 200, 403),
+          body=lambda w: _default_reminder_rules()),
+    Route("GET", "/api/v1/notification-preferences", DENY_OTHERS | STAFF_ALL),
+    Route("PUT", "/api/v1/notification-preferences", DENY_OTHERS | STAFF_ALL,
+          body=lambda w: {"quiet_start": "22:00", "quiet_end": "07:00"}),
     # Consents and the service log follow the client: readers list, writers record.
     Route("GET", "/api/v1/clients/{client_id}/consents", client_rights(404, 200, 200)),
     Route("GET", "/api/v1/clients/{client_id}/consents", client_rights(404, 200, 404),
@@ -813,6 +875,8 @@ def _path(row: Route, w: World, caller: str) -> str:
     if "{session_id}" in path:
         own = w.sessions.get(caller, w.sessions["advocate"])
         path = path.replace("{session_id}", w.other_session if row.target == "other_org" else own)
+    if "{reminder_id}" in path:
+        path = path.replace("{reminder_id}", _reminder_id(w, row.target))
     if "{referral_id}" in path:
         path = path.replace("{referral_id}", _referral_id(w, row.target, row.path))
     return path

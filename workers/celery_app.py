@@ -28,6 +28,27 @@ WEBHOOK_SWEEP_TASK = "webhooks.enqueue_due_deliveries"
 WEBHOOK_SWEEP_INTERVAL = 15.0
 
 
+# --- reminders ---------------------------------------------------------------------------
+# The database holds the schedule (due_at, state, leases); beat only finds what is due and
+# enqueues one task per reminder (or email, or digest) by id. No long ETAs in the broker.
+REMINDER_DELIVER_TASK = "reminders.deliver"
+REMINDER_EMAIL_TASK = "reminders.send_email"
+REMINDER_DIGEST_TASK = "reminders.send_digest"
+REMINDER_SWEEP_TASK = "reminders.enqueue_due"
+REMINDER_RULES_TASK = "reminders.reevaluate_rules"
+REMINDER_SWEEP_INTERVAL = 15.0
+
+
+def reminder_beat_entries() -> dict[str, Any]:
+    return {
+        "reminders-due": {"task": REMINDER_SWEEP_TASK, "schedule": REMINDER_SWEEP_INTERVAL,
+                          "options": {"expires": REMINDER_SWEEP_INTERVAL}},
+        # Rules that depend on time passing (no contact since N days, unanswered referrals).
+        "reminders-reevaluate-rules": {"task": REMINDER_RULES_TASK,
+                                       "schedule": crontab(minute=10)},
+    }
+
+
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
     url = str(settings.broker_url)
     # (The SQLAlchemy transport passes its options to create_engine(): its polling
@@ -110,6 +131,7 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
         "schedule": WEBHOOK_SWEEP_INTERVAL,
         "options": {"expires": WEBHOOK_SWEEP_INTERVAL},
     }
+    schedule.update(reminder_beat_entries())
     if str(settings.broker_url).startswith("sqla+"):
         schedule["embedded-broker-cleanup"] = {
             "task": BROKER_CLEANUP_TASK,

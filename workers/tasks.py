@@ -201,3 +201,132 @@ def enqueue_due_webhook_deliveries() -> int:
 def _first_heartbeat(sender: Any = None, **_: Any) -> None:
     # Report a new worker at once instead of after the first beat interval.
     record_heartbeat.apply_async(expires=get_settings().heartbeat_interval * 3)
+
+
+# --- reminders ----------------------------------------------------------------------------
+
+import smtplib  # noqa: E402
+
+from workers import celery_app as _schedule  # noqa: E402
+
+
+def _send_reminder_email(delivery_id: UUID) -> str:
+    """Compose (no client details for staff), send outside any transaction, record."""
+    from app.reminders import delivery as reminder_delivery
+
+    with unit_of_work() as db:
+        message = reminder_delivery.compose_email(db, delivery_id)
+    if message is None:
+        return "not_sending"
+    try:
+        reminder_delivery.smtp_send(message)
+    except (smtplib.SMTPException, OSError) as exc:
+        with unit_of_work() as db:
+            reminder_delivery.mark_failed(db, [delivery_id])
+        log.warning("reminder_email_failed", delivery_id=str(delivery_id),
+                    error=type(exc).__name__)
+        return "failed"
+    with unit_of_work() as db:
+        reminder_delivery.mark_sent(db, [delivery_id])
+    return "sent"
+
+
+@celery_app.task(name=_schedule.REMINDER_DELIVER_TASK, ignore_result=True, acks_late=True,
+                 reject_on_worker_lost=True, soft_time_limit=30, time_limit=40)
+def deliver_reminder(reminder_id: str) -> str:
+    """Deliver one due reminder once: claim (atomic, leased) and commit; record the in-app
+    notification and the email rows (idempotent per channel); send the emails; close the
+    round. A duplicate or late message finds nothing to claim."""
+    from app.reminders import delivery as reminder_delivery
+
+    with unit_of_work() as db:
+        claim = reminder_delivery.claim_reminder(db, UUID(reminder_id))
+    if claim is None:
+        return "not_claimed"
+    with unit_of_work() as db:
+        plan, held = reminder_delivery.record_delivery(db, claim)
+    for delivery_id in plan.emails:
+        _send_reminder_email(delivery_id)
+    with unit_of_work() as db:
+        state = reminder_delivery.finish_reminder(db, claim, held)
+    log.info("reminder_delivered", reminder_id=reminder_id, state=state, held=held)
+    return state or "claim_lost"
+
+
+@celery_app.task(name=_schedule.REMINDER_EMAIL_TASK, ignore_result=True, acks_late=True,
+                 reject_on_worker_lost=True, soft_time_limit=30, time_limit=40)
+def send_reminder_email(delivery_id: str) -> str:
+    """An email that waited (quiet hours, a retry) or whose sender died: claim, send."""
+    from app.reminders import delivery as reminder_delivery
+
+    with unit_of_work() as db:
+        claimed = reminder_delivery.claim_email(db, UUID(delivery_id))
+    if not claimed:
+        return "not_claimed"
+    return _send_reminder_email(UUID(delivery_id))
+
+
+@celery_app.task(name=_schedule.REMINDER_DIGEST_TASK, ignore_result=True, acks_late=True,
+                 reject_on_worker_lost=True, soft_time_limit=30, time_limit=40)
+def send_reminder_digest(user_id: str) -> int:
+    """One user's daily digest: every due line claimed, one email, all marked sent."""
+    from app.reminders import delivery as reminder_delivery
+
+    with unit_of_work() as db:
+        taken = reminder_delivery.claim_digest(db, UUID(user_id))
+    if not taken:
+        return 0
+    with unit_of_work() as db:
+        message = reminder_delivery.compose_digest(db, UUID(user_id), taken)
+    try:
+        if message is not None:
+            reminder_delivery.smtp_send(message)
+    except (smtplib.SMTPException, OSError):
+        with unit_of_work() as db:
+            reminder_delivery.mark_failed(db, taken)
+        return 0
+    with unit_of_work() as db:
+        reminder_delivery.mark_sent(db, taken)
+    return len(taken)
+
+
+@celery_app.task(name=_schedule.REMINDER_SWEEP_TASK, ignore_result=True)
+def enqueue_due_reminders() -> int:
+    """Beat: enqueue, by id, every reminder due (or whose lease ran out), every email and
+    digest due. Each message expires before the next sweep, which enqueues again whatever
+    is still due; claims make the duplicates harmless."""
+    from app.reminders import delivery as reminder_delivery
+
+    expires = _schedule.REMINDER_SWEEP_INTERVAL
+    with unit_of_work(reading=True) as db:
+        reminders = reminder_delivery.due_reminder_ids(db)
+        emails = reminder_delivery.due_email_ids(db)
+        digests = reminder_delivery.users_with_due_digest(db)
+        for reminder_id in reminders:
+            deferred.enqueue_after_commit(db, _schedule.REMINDER_DELIVER_TASK, reminder_id,
+                                          expires=expires)
+        for delivery_id in emails:
+            deferred.enqueue_after_commit(db, _schedule.REMINDER_EMAIL_TASK, delivery_id,
+                                          expires=expires)
+        for user_id in digests:
+            deferred.enqueue_after_commit(db, _schedule.REMINDER_DIGEST_TASK, user_id,
+                                          expires=expires)
+    count = len(reminders) + len(emails) + len(digests)
+    if count:
+        log.info("reminders_enqueued", reminders=len(reminders), emails=len(emails),
+                 digests=len(digests))
+    return count
+
+
+@celery_app.task(name=_schedule.REMINDER_RULES_TASK, ignore_result=True)
+def reevaluate_reminder_rules() -> int:
+    """Beat (hourly): rules that time alone makes true — a high-risk client with no contact
+    for N days, a referral with no answer — each source in its own unit of work."""
+    from app.reminders import rules
+
+    with unit_of_work(reading=True) as db:
+        sources = rules.sources_to_reevaluate(db)
+    for kind, source_id in sources:
+        with unit_of_work() as db:
+            rules.sync_reminders_for(db, kind, source_id)
+    return len(sources)

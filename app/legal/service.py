@@ -26,6 +26,7 @@ from app.core.errors import Invalid, InvalidCursor, NotFound
 from app.core.pagination import PageParams, decode_cursor, encode_cursor
 from app.db import utcnow
 from app.legal.models import CourtDate, ProtectiveOrder
+from app.reminders.service import sync_reminders_for
 
 ORDER_TABLE = "protective_order"
 HEARING_TABLE = "court_date"
@@ -207,6 +208,7 @@ def record_order(db: Session, actor: Actor, client_id: UUID, *, order_type: str,
         _seal(db, order, column, value)
     db.add(order)
     db.flush()
+    sync_reminders_for(db, "protective_order", order.id)
     audit.record(db, actor, "protective_order.created", order,
                  details={"client_id": str(client.id), "order_type": order_type,
                           "status": status})
@@ -236,6 +238,7 @@ def update_order(db: Session, actor: Actor, client_id: UUID, order_id: UUID,
             _seal(db, order, column, changes[column])
     order.updated_at, order.updated_by = utcnow(), actor.id
     db.flush()
+    sync_reminders_for(db, "protective_order", order.id)
     details: dict[str, Any] = {"client_id": str(client.id),
                                "fields": ",".join(sorted(changes)), "status": order.status}
     if order.status != before:
@@ -397,6 +400,7 @@ def record_court_date(db: Session, actor: Actor, client_id: UUID, *, kind: str,
         _seal(db, hearing, column, value)
     db.add(hearing)
     db.flush()
+    sync_reminders_for(db, "court_date", hearing.id)
     audit.record(db, actor, "court_date.created", hearing,
                  details={"client_id": str(client.id), "kind": kind, "status": status})
     return open_hearing(db, hearing)
@@ -437,6 +441,7 @@ def update_court_date(db: Session, actor: Actor, client_id: UUID, court_date_id:
             _seal(db, hearing, column, changes[column])
     hearing.updated_at, hearing.updated_by = utcnow(), actor.id
     db.flush()
+    sync_reminders_for(db, "court_date", hearing.id)
     details: dict[str, Any] = {"client_id": str(client.id),
                                "fields": ",".join(sorted(changes)), "status": hearing.status,
                                "rescheduled": rescheduled}

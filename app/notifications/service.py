@@ -16,6 +16,21 @@ from app.notifications.models import Notification
 # What each kind says; composed at read time from ids (no client details are stored).
 MESSAGES = {
     "break_glass": "A colleague opened a client outside their caseload (emergency access).",
+    # Reminders (app.reminders): what is due, and why a message to a client was held.
+    "reminder_due": "A reminder is due.",
+    "reminder_needs_person": "A message to a client needs a person: SMS and phone calls "
+                             "are not sent automatically. Contact the client if it is safe.",
+    "reminder_held_never_contact": "A message to a client was held: the client has not "
+                                   "agreed to be contacted.",
+    "reminder_held_channel_not_safe": "A message to a client was held: that channel is not "
+                                      "safe by the client's preferences.",
+    "reminder_held_outside_window": "A message to a client was held: it is not a safe time "
+                                    "to contact them by that channel.",
+    "reminder_held_no_address": "A message to a client was held: no email address is "
+                                "recorded for them.",
+    "reminder_held_email_unavailable": "A message to a client was held: email is not "
+                                       "configured.",
+    "reminder_held_client_closed": "A message to a client was held: the case is closed.",
 }
 
 

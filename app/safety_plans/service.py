@@ -27,6 +27,7 @@ from app.core import access, audit, keys
 from app.core.access import Actor
 from app.core.errors import Conflict, Invalid, NotFound
 from app.db import utcnow
+from app.reminders.service import sync_reminders_for
 from app.safety_plans import printing
 from app.safety_plans.models import SafetyPlanTemplate, SafetyPlanVersion
 from app.safety_plans.schemas import PlanContent
@@ -244,6 +245,7 @@ def create_version(db: Session, actor: Actor, client_id: UUID, *, content: dict[
             if attempt == 2:
                 raise Conflict("Another version of this plan was saved at the same moment. "
                                "Reload the plan and make the change again.") from None
+    sync_reminders_for(db, "safety_plan", client.id)
     audit.record(db, actor, "safety_plan.created", plan,
                  details={"client_id": str(client.id), "version": plan.version})
     return PlanRecord(plan, content, note)

@@ -1,0 +1,473 @@
+"""Delivering due reminders exactly once, by claim, lease and a delivery row per channel.
+
+1. Beat finds due reminders (``due_reminder_ids``) and enqueues one task per id.
+2. ``claim_reminder`` takes one atomically — ``SELECT … FOR UPDATE SKIP LOCKED`` on
+   PostgreSQL, and a conditional ``UPDATE … WHERE state = <seen> AND attempts = <seen>``
+   on both — and leases it until ``claimed_until``; the caller commits. A second beat, a
+   duplicate message or a redelivered one finds nothing to claim. A killed worker's lease
+   runs out and the next sweep enqueues the reminder again.
+3. ``record_delivery`` writes, per (reminder, round, channel), one ``ReminderDelivery`` row:
+   the in-app notification in the same transaction as its row (exactly once by the unique
+   key), the email row as ``sending`` (or ``waiting`` for quiet hours / the digest).
+4. Emails are sent outside any transaction (``claim_email`` → SMTP → ``mark_sent``).
+   The remaining window is SMTP's own: a worker that dies after the server accepted a
+   message and before ``sent`` is committed leaves a ``sending`` row whose lease runs
+   out; it is sent again, with the same Message-ID (at-least-once for those few
+   milliseconds, so mail clients can fold the two). Nothing is ever lost.
+5. ``finish_reminder`` marks the round delivered (or schedules a daily one's next
+   occurrence), only while the claim is still the caller's.
+"""
+
+from __future__ import annotations
+
+import secrets
+import smtplib
+import ssl
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import urlsplit
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from app.clients.models import Client
+from app.core import keys
+from app.db import utcnow
+from app.identity.models import StaffUser
+from app.notifications import service as notifications
+from app.reminders.models import (
+    NotificationPreference,
+    Reminder,
+    ReminderDelivery,
+    ReminderState,
+)
+from app.reminders.rules import _client_json, local_instant, next_daily, zone
+from app.settings import Settings, get_settings
+
+LEASE = timedelta(seconds=60)
+EMAIL_RETRY = timedelta(minutes=5)
+SWEEP_LIMIT = 2000
+_R = Reminder
+_D = ReminderDelivery
+
+# What each kind of reminder is called in an email: never more than this and a case number.
+KIND_LABELS = {
+    "manual": "a reminder you set",
+    "check_in_message": "a message to a client",
+    "safety_plan_review": "a safety-plan review",
+    "court_date": "a court date",
+    "protective_order_expiry": "a protective order's expiry",
+    "check_in": "an agreed check-in",
+    "high_risk_no_contact": "contact with a client at high risk",
+    "referral_unanswered": "a referral follow-up (no answer yet)",
+}
+# What a client receives: neutral words only, nothing about the agency or the case.
+CLIENT_TEXT = {
+    "court_date": "A reminder of your appointment.",
+    "check_in": "A reminder to check in.",
+    "check_in_message": "A reminder to check in.",
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    reminder_id: UUID
+    token: str
+    round: int
+
+
+# --- finding and claiming -----------------------------------------------------------------
+
+
+def _claimable(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(sa.and_(_R.state == ReminderState.scheduled, _R.due_at <= now),
+                  sa.and_(_R.state == ReminderState.sending, _R.claimed_until < now))
+
+
+def due_reminder_ids(db: Session, now: datetime | None = None,
+                     limit: int = SWEEP_LIMIT) -> list[UUID]:
+    """Reminders due, or whose worker's lease ran out (oldest first)."""
+    now = now or utcnow()
+    return list(db.scalars(sa.select(_R.id).where(_claimable(now))
+                           .order_by(_R.due_at, _R.id).limit(limit)))
+
+
+def claim_reminder(db: Session, reminder_id: UUID, *, now: datetime | None = None
+                   ) -> Claim | None:
+    """Take one due reminder for delivery, atomically; None if it is not due, is held by
+    another worker's live lease, or was taken a moment ago. The caller commits."""
+    now = now or utcnow()
+    seen_query = sa.select(_R.state, _R.attempts, _R.round).where(
+        _R.id == reminder_id, _claimable(now))
+    if db.get_bind().dialect.name == "postgresql":
+        seen_query = seen_query.with_for_update(skip_locked=True)
+    seen = db.execute(seen_query).first()
+    if seen is None:
+        return None
+    token = secrets.token_urlsafe(24)
+    # The same conditions with what was seen: of two claimers that read the row at once
+    # (SQLite has no row locks), only the first UPDATE matches.
+    claimed = db.execute(
+        sa.update(_R.__table__)
+        .where(_R.id == reminder_id, _claimable(now), _R.state == seen.state,
+               _R.attempts == seen.attempts, _R.round == seen.round)
+        .values(state=ReminderState.sending, claim_token=token, claimed_until=now + LEASE,
+                attempts=seen.attempts + 1)
+        .returning(_R.id)).first()
+    if claimed is None:
+        return None
+    return Claim(reminder_id, token, seen.round)
+
+
+def _still_ours(db: Session, claim: Claim) -> Reminder | None:
+    row = db.get(Reminder, claim.reminder_id, populate_existing=True)
+    if row is None or row.state != ReminderState.sending or row.claim_token != claim.token:
+        return None
+    return row
+
+
+# --- recording a delivery -------------------------------------------------------------------
+
+
+def _add_delivery(db: Session, row: Reminder, channel: str, state: str, *,
+                  recipient_id: UUID | None = None, not_before: datetime | None = None,
+                  lease: datetime | None = None) -> ReminderDelivery | None:
+    """The delivery row (reminder, round, channel), or None when it exists already."""
+    delivery = ReminderDelivery(org_id=row.org_id, reminder_id=row.id, round=row.round,
+                                channel=channel, recipient_id=recipient_id, state=state,
+                                not_before=not_before, claimed_until=lease,
+                                attempts=1 if state == "sending" else 0,
+                                sent_at=utcnow() if state in ("sent", "needs_person") else None)
+    try:
+        with db.begin_nested():
+            db.add(delivery)
+            db.flush()
+    except IntegrityError:
+        return None
+    return delivery
+
+
+def _hhmm_minutes(text: str) -> int:
+    hours, minutes = text.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def quiet_until(pref: NotificationPreference | None, now: datetime) -> datetime | None:
+    """The end of the user's quiet hours if ``now`` falls within them, else None."""
+    if pref is None or not pref.quiet_start or not pref.quiet_end:
+        return None
+    local = now.astimezone(zone(pref.time_zone))
+    minute = local.hour * 60 + local.minute
+    start, end = _hhmm_minutes(pref.quiet_start), _hhmm_minutes(pref.quiet_end)
+    inside = start <= minute < end if start < end else (minute >= start or minute < end)
+    if not inside:
+        return None
+    day = local.date() if minute < end else local.date() + timedelta(days=1)
+    return local_instant(day, pref.quiet_end, pref.time_zone)
+
+
+def next_digest(pref: NotificationPreference, now: datetime) -> datetime:
+    day = next_daily(pref.digest_time, pref.time_zone, now)
+    return local_instant(day, pref.digest_time, pref.time_zone)
+
+
+@dataclass
+class DeliveryPlan:
+    """What a claimed reminder still needs sent by email (delivery ids), after its in-app
+    notification and every other row were recorded."""
+
+    emails: list[UUID] = field(default_factory=list)
+
+
+def _staff_delivery(db: Session, row: Reminder, settings: Settings, now: datetime,
+                    plan: DeliveryPlan) -> None:
+    made = _add_delivery(db, row, "in_app", "sent", recipient_id=row.assignee_id)
+    if made is not None:
+        notifications.notify(db, org_id=row.org_id, user_ids=[row.assignee_id],
+                             kind="reminder_due", object_type="reminder", object_id=row.id)
+    user = db.get(StaffUser, row.assignee_id)
+    pref = db.get(NotificationPreference, row.assignee_id)
+    if not settings.smtp_host or user is None or not user.is_active \
+            or (pref is not None and not pref.email_enabled):
+        return
+    if pref is not None and pref.daily_digest:
+        _add_delivery(db, row, "digest", "waiting", recipient_id=user.id,
+                      not_before=next_digest(pref, now))
+        return
+    later = quiet_until(pref, now)
+    if later is not None:
+        _add_delivery(db, row, "email", "waiting", recipient_id=user.id, not_before=later)
+        return
+    email = _add_delivery(db, row, "email", "sending", recipient_id=user.id,
+                          lease=now + LEASE)
+    if email is not None:
+        plan.emails.append(email.id)
+
+
+def client_gate(db: Session, row: Reminder, now: datetime,
+                settings: Settings) -> tuple[str | None, str | None]:
+    """(held reason, email address): may this reminder reach the client on its channel
+    now, by the client's safe-contact preferences? The default is never."""
+    client = db.get(Client, row.client_id)
+    if client is None or client.status == "closed" or client.purged_at is not None:
+        return "client_closed", None
+    try:
+        safe = _client_json(db, client, "safe_contact") or {}
+    except keys.KeyDestroyed:
+        return "client_closed", None
+    channels = [c for c in safe.get("channels", []) if c.get("channel") == row.channel]
+    if not safe.get("channels"):
+        return "never_contact", None
+    if not channels or not any(c.get("safe") for c in channels):
+        return "channel_not_safe", None
+    local = now.astimezone(zone(safe.get("time_zone")))
+    day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[local.weekday()]
+    minute = local.hour * 60 + local.minute
+    allowed = False
+    for channel in channels:
+        if not channel.get("safe"):
+            continue
+        windows = channel.get("windows") or []
+        if not windows or any(day in w["days"] and _hhmm_minutes(w["start"]) <= minute
+                              < _hhmm_minutes(w["end"]) for w in windows):
+            allowed = True
+    if not allowed:
+        return "outside_window", None
+    if row.channel != "email":
+        return None, None
+    if not settings.smtp_host:
+        return "email_unavailable", None
+    details = _client_json(db, client, "contact_details") or []
+    address = next((d["value"] for d in details if d.get("kind") == "email"), None)
+    if address is None:
+        return "no_address", None
+    return None, address
+
+
+def _client_delivery(db: Session, row: Reminder, settings: Settings, now: datetime,
+                     plan: DeliveryPlan) -> str | None:
+    """Returns the held reason, if the client's preferences do not allow it now."""
+    if db.scalar(sa.select(_D.id).where(_D.reminder_id == row.id, _D.round == row.round,
+                                        _D.channel.like("client_%"))) is not None:
+        return None  # recorded by an earlier attempt at this round
+    reason, _address = client_gate(db, row, now, settings)
+    if reason is not None:
+        notifications.notify(db, org_id=row.org_id, user_ids=[row.assignee_id],
+                             kind=f"reminder_held_{reason}", object_type="reminder",
+                             object_id=row.id)
+        return reason
+    if row.channel == "email":
+        email = _add_delivery(db, row, "client_email", "sending", lease=now + LEASE)
+        if email is not None:
+            plan.emails.append(email.id)
+    else:
+        # SMS and phone are not sent automatically: a person makes the contact.
+        if _add_delivery(db, row, f"client_{row.channel}", "needs_person") is not None:
+            notifications.notify(db, org_id=row.org_id, user_ids=[row.assignee_id],
+                                 kind="reminder_needs_person", object_type="reminder",
+                                 object_id=row.id)
+    return None
+
+
+def record_delivery(db: Session, claim: Claim, *, now: datetime | None = None,
+                    settings: Settings | None = None) -> tuple[DeliveryPlan, str | None]:
+    """Record what a claimed reminder delivers (idempotent per channel). Returns the plan
+    and, for a message to the client its preferences refuse, the held reason."""
+    now, settings = now or utcnow(), settings or get_settings()
+    plan = DeliveryPlan()
+    row = _still_ours(db, claim)
+    if row is None:
+        return plan, None
+    if row.audience == "client":
+        return plan, _client_delivery(db, row, settings, now, plan)
+    _staff_delivery(db, row, settings, now, plan)
+    return plan, None
+
+
+def finish_reminder(db: Session, claim: Claim, held_reason: str | None = None,
+                    *, now: datetime | None = None) -> str | None:
+    """Close the claimed round: delivered, held (with its reason), or — for a daily
+    reminder — scheduled at its next local occurrence. None if the claim was lost
+    (cancelled, moved or completed meanwhile)."""
+    now = now or utcnow()
+    row = _still_ours(db, claim)
+    if row is None:
+        return None
+    row.claim_token = row.claimed_until = None
+    row.updated_at = now
+    if held_reason is not None:
+        row.state, row.held_reason = ReminderState.held, held_reason
+    elif row.repeat_daily and row.local_time and row.time_zone:
+        row.local_date = next_daily(row.local_time, row.time_zone, max(now, row.due_at))
+        row.due_at = local_instant(row.local_date, row.local_time, row.time_zone)
+        row.state, row.round, row.delivered_at = ReminderState.scheduled, row.round + 1, now
+    else:
+        row.state, row.delivered_at = ReminderState.delivered, now
+    db.flush()
+    return row.state
+
+
+# --- email ----------------------------------------------------------------------------------
+
+
+def due_email_ids(db: Session, now: datetime | None = None,
+                  limit: int = SWEEP_LIMIT) -> list[UUID]:
+    """Single emails waiting for the end of quiet hours or a retry, or whose sender's
+    lease ran out (a worker killed mid-send)."""
+    now = now or utcnow()
+    return list(db.scalars(sa.select(_D.id).where(
+        _D.channel.in_(("email", "client_email")), _email_claimable(now))
+        .order_by(_D.not_before, _D.id).limit(limit)))
+
+
+def _email_claimable(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(sa.and_(_D.state == "waiting", _D.not_before <= now),
+                  sa.and_(_D.state == "sending", _D.claimed_until < now))
+
+
+def claim_email(db: Session, delivery_id: UUID, *, now: datetime | None = None) -> bool:
+    """Take a waiting or abandoned email for one attempt (atomic, leased); commit after."""
+    now = now or utcnow()
+    seen = db.execute(sa.select(_D.state, _D.attempts).where(
+        _D.id == delivery_id, _email_claimable(now))).first()
+    if seen is None:
+        return False
+    done = db.execute(sa.update(_D.__table__).where(
+        _D.id == delivery_id, _email_claimable(now), _D.state == seen.state,
+        _D.attempts == seen.attempts).values(
+        state="sending", claimed_until=now + LEASE, attempts=seen.attempts + 1)
+        .returning(_D.id)).first()
+    return done is not None
+
+
+def _message_id(delivery_id: UUID, settings: Settings) -> str:
+    host = urlsplit(settings.public_url).hostname or "advocase.invalid"
+    return f"<reminder-{delivery_id}@{host}>"
+
+
+def compose_email(db: Session, delivery_id: UUID, *, now: datetime | None = None,
+                  settings: Settings | None = None) -> EmailMessage | None:
+    """The message for a delivery in ``sending``: to staff, what is due, the case number
+    and a link — never a client's name, address, note or narrative. To a client, a
+    neutral line only, and only while their preferences still allow it."""
+    now, settings = now or utcnow(), settings or get_settings()
+    delivery = db.get(ReminderDelivery, delivery_id, populate_existing=True)
+    if delivery is None or delivery.state != "sending":
+        return None
+    row = db.get(Reminder, delivery.reminder_id)
+    assert row is not None
+    message = EmailMessage()
+    message["From"] = settings.smtp_from
+    message["Message-ID"] = _message_id(delivery.id, settings)
+    if delivery.channel == "client_email":
+        reason, address = client_gate(db, row, now, settings)
+        if reason is not None or address is None:
+            delivery.state = "skipped"
+            notifications.notify(db, org_id=row.org_id, user_ids=[row.assignee_id],
+                                 kind=f"reminder_held_{reason or 'no_address'}",
+                                 object_type="reminder", object_id=row.id)
+            db.flush()
+            return None
+        message["To"] = address
+        message["Subject"] = "Reminder"
+        message.set_content(CLIENT_TEXT.get(row.kind, "A reminder.") + "\n")
+        return message
+    user = db.get(StaffUser, delivery.recipient_id)
+    if user is None:
+        delivery.state = "skipped"
+        db.flush()
+        return None
+    case_number = None
+    if row.client_id is not None:
+        client = db.get(Client, row.client_id)
+        case_number = client.case_number if client else None
+    label = KIND_LABELS.get(row.kind, "a reminder")
+    link = f"{settings.public_url.rstrip('/')}/dashboard/reminders/{row.id}"
+    message["To"] = user.email
+    message["Subject"] = f"Due: {label}" + (f" (case {case_number})" if case_number else "")
+    lines = [f"Due {row.due_at.strftime('%Y-%m-%d %H:%M')} UTC: {label}."]
+    if case_number:
+        lines.append(f"Case number: {case_number}")
+    lines += [f"Open it in advocase: {link}", "",
+              "(Details are in the dashboard only; this email carries none.)"]
+    message.set_content("\n".join(lines) + "\n")
+    return message
+
+
+def compose_digest(db: Session, user_id: UUID, delivery_ids: list[UUID],
+                   settings: Settings | None = None) -> EmailMessage | None:
+    settings = settings or get_settings()
+    user = db.get(StaffUser, user_id)
+    if user is None or not delivery_ids:
+        return None
+    rows = db.execute(sa.select(_R.kind, _R.due_at, _R.id, Client.case_number)
+                      .join(_D, _D.reminder_id == _R.id)
+                      .outerjoin(Client, Client.id == _R.client_id)
+                      .where(_D.id.in_(delivery_ids)).order_by(_R.due_at)).all()
+    base = settings.public_url.rstrip("/")
+    message = EmailMessage()
+    message["From"], message["To"] = settings.smtp_from, user.email
+    message["Subject"] = f"Your reminders: {len(rows)} due"
+    message["Message-ID"] = _message_id(min(delivery_ids), settings).replace(
+        "reminder-", "digest-")
+    lines = [f"{r.due_at.strftime('%Y-%m-%d %H:%M')} UTC: {KIND_LABELS.get(r.kind, 'a reminder')}"
+             + (f" (case {r.case_number})" if r.case_number else "")
+             + f" {base}/dashboard/reminders/{r.id}" for r in rows]
+    message.set_content("\n".join(lines) + "\n")
+    return message
+
+
+def smtp_send(message: EmailMessage, settings: Settings | None = None) -> None:
+    """Hand one message to the configured SMTP server (raises on failure)."""
+    settings = settings or get_settings()
+    assert settings.smtp_host
+    with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=20) as smtp:
+        if settings.smtp_starttls:
+            smtp.starttls(context=ssl.create_default_context())
+        if settings.smtp_username and settings.smtp_password:
+            smtp.login(settings.smtp_username, settings.smtp_password.get_secret_value())
+        smtp.send_message(message)
+
+
+def mark_sent(db: Session, delivery_ids: list[UUID], *, now: datetime | None = None) -> None:
+    now = now or utcnow()
+    db.execute(sa.update(_D.__table__).where(_D.id.in_(delivery_ids), _D.state == "sending")
+               .values(state="sent", sent_at=now, claimed_until=None))
+
+
+def mark_failed(db: Session, delivery_ids: list[UUID], *, now: datetime | None = None) -> None:
+    """SMTP refused or could not be reached: wait and try again (the sweep sends it)."""
+    now = now or utcnow()
+    db.execute(sa.update(_D.__table__).where(_D.id.in_(delivery_ids), _D.state == "sending")
+               .values(state="waiting", not_before=now + EMAIL_RETRY, claimed_until=None))
+
+
+# --- digest ---------------------------------------------------------------------------------
+
+
+def users_with_due_digest(db: Session, now: datetime | None = None) -> list[UUID]:
+    now = now or utcnow()
+    return list(db.scalars(sa.select(_D.recipient_id).where(
+        _D.channel == "digest", _email_claimable(now)).distinct()))
+
+
+def claim_digest(db: Session, user_id: UUID, *, now: datetime | None = None) -> list[UUID]:
+    """Take every digest line due for one user (atomically per line); commit after."""
+    now = now or utcnow()
+    ids = list(db.scalars(sa.select(_D.id).where(_D.channel == "digest",
+                                                 _D.recipient_id == user_id,
+                                                 _email_claimable(now))))
+    taken = []
+    for delivery_id in ids:
+        if claim_email(db, delivery_id, now=now):
+            taken.append(delivery_id)
+    return taken
+
+
+def summary(db: Session) -> dict[str, Any]:
+    """Counts by state (for diagnostics and tests; no personal data)."""
+    return dict(db.execute(sa.select(_R.state, sa.func.count()).group_by(_R.state)).all())

@@ -1,0 +1,143 @@
+"""Exactly once, with real workers: many reminders due at once, two beat sweeps at the same
+moment, a worker killed with SIGKILL halfway through (in the middle of an SMTP
+conversation) — every reminder is emailed once, none twice, none lost, counted at a local
+SMTP server. On the embedded broker with the suite's database, and on Redis (with
+PostgreSQL when ADVOCASE_TEST_DATABASE_URL names it).
+
+ADVOCASE_TEST_REMINDER_COUNT sets how many (300 by default).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from aiosmtpd.controller import Controller
+from sqlalchemy.engine import Engine
+
+from app.core import deferred
+from app.db import unit_of_work, utcnow
+from app.notifications.models import Notification
+from app.reminders.models import Reminder, ReminderDelivery
+from tests.reminders.conftest import SmtpServer, free_port
+from tests.support.identity import make_org, make_user
+from tests.webhooks.test_worker import Victim
+from tests.workers.test_real_worker import RunningWorker, worker  # noqa: F401
+from workers import tasks
+
+COUNT = int(os.environ.get("ADVOCASE_TEST_REMINDER_COUNT", "300"))
+SMTP = SmtpServer(port=free_port())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_smtp() -> Iterator[SmtpServer]:
+    # Module scope and autouse: the server and the settings exist before the worker starts.
+    env = {"ADVOCASE_SMTP_HOST": "127.0.0.1", "ADVOCASE_SMTP_PORT": str(SMTP.port),
+           "ADVOCASE_SMTP_STARTTLS": "false", "ADVOCASE_SMTP_FROM": "reminders@example.test"}
+    before = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    controller = Controller(SMTP, hostname="127.0.0.1", port=SMTP.port)
+    controller.start()
+    yield SMTP
+    SMTP.release.set()
+    controller.stop()
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture
+def victim(worker: RunningWorker, settings: Any) -> Iterator[Victim]:  # noqa: F811
+    made = Victim(worker, settings)
+    try:
+        yield made
+    finally:
+        if made.process.poll() is None:
+            made.kill()
+
+
+def _sweep_twice() -> None:
+    """Two beat runs at the same moment (as two beat processes would)."""
+    threads = [threading.Thread(target=tasks.enqueue_due_reminders) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+@pytest.mark.timeout(1200)
+def test_every_reminder_is_emailed_exactly_once(worker: RunningWorker,  # noqa: F811
+                                                victim: Victim, engine: Engine) -> None:
+    SMTP.messages.clear()
+    SMTP.received, SMTP.hang_at = 0, COUNT // 2
+    SMTP.hanging.clear()
+    SMTP.release.clear()
+    with unit_of_work(engine) as db:
+        org = make_org(db)
+        advocate = make_user(db, org, "advocate")
+        due = utcnow() - timedelta(seconds=1)
+        db.add_all([Reminder(org_id=org.id, assignee_id=advocate.id, kind="manual",
+                             due_at=due, note="Fictional reminder") for _ in range(COUNT)])
+        org_id = org.id
+    try:
+        # Every task goes first to the victim, which is killed inside its SMTP conversation.
+        deferred.set_sender(lambda name, args, options: worker.app.send_task(
+            name, args=args, queue=victim.queue, **options))
+        _sweep_twice()
+        assert SMTP.hanging.wait(timeout=600), "the victim never reached the hanging message"
+        victim.kill()
+        SMTP.release.set()
+
+        # The dead worker's leases run out (time passes: 60 s, moved here by hand).
+        with unit_of_work(engine) as db:
+            past = utcnow() - timedelta(seconds=1)
+            for table in (Reminder, ReminderDelivery):
+                db.execute(sa.update(table).where(table.org_id == org_id,
+                                                  table.state == "sending")
+                           .values(claimed_until=past))
+        deferred.set_sender(lambda name, args, options: worker.app.send_task(
+            name, args=args, **options))
+        deadline = time.monotonic() + 600
+        while True:
+            with unit_of_work(engine) as db:
+                open_count = db.scalar(sa.select(sa.func.count()).select_from(Reminder).where(
+                    Reminder.org_id == org_id, Reminder.state != "delivered"))
+                unsent = db.scalar(sa.select(sa.func.count()).select_from(ReminderDelivery)
+                                   .where(ReminderDelivery.org_id == org_id,
+                                          ReminderDelivery.channel == "email",
+                                          ReminderDelivery.state != "sent"))
+            if open_count == 0 and unsent == 0:
+                break
+            assert time.monotonic() < deadline, (open_count, unsent)
+            _sweep_twice()  # beat keeps running; claims make its duplicates harmless
+            time.sleep(3)
+        assert tasks.enqueue_due_reminders() == 0
+        worker.ping()
+    finally:
+        deferred.set_sender(None)
+
+    with unit_of_work(engine) as db:
+        ids = set(db.scalars(sa.select(Reminder.id).where(Reminder.org_id == org_id)))
+        emails = dict(db.execute(sa.select(ReminderDelivery.id, ReminderDelivery.reminder_id)
+                                 .where(ReminderDelivery.org_id == org_id,
+                                        ReminderDelivery.channel == "email")).all())
+        notices = db.execute(sa.select(Notification.object_id, sa.func.count())
+                             .where(Notification.org_id == org_id)
+                             .group_by(Notification.object_id)).all()
+    counted = SMTP.message_ids()
+    assert len(SMTP.messages) == COUNT  # none twice, none lost
+    assert all(n == 1 for n in counted.values())
+    assert set(emails.values()) == ids
+    assert set(counted) == {f"<reminder-{d}@127.0.0.1>" for d in emails}
+    assert len(notices) == COUNT and all(n == 1 for _, n in notices)
+    with unit_of_work(engine) as db:
+        for table in (ReminderDelivery, Notification, Reminder):
+            db.execute(sa.delete(table).where(table.org_id == org_id))
