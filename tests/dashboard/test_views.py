@@ -18,10 +18,12 @@ from app.core.access import Actor
 from app.core.crypto import token_digest
 from app.core.passwords import verify_password
 from app.dashboard.auth import LOGIN_FORM_COOKIE, PENDING_LOGIN_COOKIE, SESSION_COOKIE
+from app.dashboard.evidence_pages import CONTENT_POLICY as EVIDENCE_FILE_POLICY
 from app.dashboard.web import DASHBOARD_CSP
 from app.db import utcnow
 from app.identity.models import AuthSession, PartnerApp, StaffUser
 from app.safety_plans import service as plans
+from tests.dashboard.casefile_records import make_case_file
 from tests.dashboard.helpers import csrf_from, enable_mfa, events, page_csrf, sign_in
 from tests.support.identity import PASSWORD, make_org, make_user
 
@@ -37,6 +39,9 @@ CALLERS = ("anonymous", *ROLES)
 class Page:
     path: str
     expected: dict[str, int]
+    # A 200 of a document (a printed plan, an evidence file): its type and policy.
+    media: str = "text/html"
+    policy: str = DASHBOARD_CSP
 
 
 SIGNED_IN = {role: 200 for role in ROLES}
@@ -69,6 +74,22 @@ PAGES = [
     Page("/dashboard/clients/{client_id}/plan/diff", CLIENT_STAFF),
     Page("/dashboard/clients/{client_id}/assessment", CLIENT_STAFF),
     Page("/dashboard/clients/{client_id}/contacts", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/plan/print", CLIENT_STAFF, media="application/pdf"),
+    Page("/dashboard/clients/{client_id}/incidents", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/incidents/new", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/incidents/{incident_id}", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/incidents/{incident_id}/correct", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/incidents/{incident_id}/evidence", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/evidence/{evidence_id}", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/evidence/{evidence_id}/content", CLIENT_STAFF,
+         media="image/jpeg", policy=EVIDENCE_FILE_POLICY),
+    Page("/dashboard/clients/{client_id}/orders", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/orders/new", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/orders/{order_id}", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/court-dates", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/court-dates/new", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/court-dates/{court_date_id}", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/timeline", CLIENT_STAFF),
 ]
 
 
@@ -115,12 +136,15 @@ def test_page_access(web: TestClient, db: Session, page: Page, caller: str) -> N
     path = page.path.replace("{user_id}", str(colleague.id))
     if "{client_id}" in path:
         owner = user if caller == "advocate" else colleague
-        path = path.replace("{client_id}", str(client_with_plan(db, owner))).replace(
-            "{version}", "1")
+        client_id = client_with_plan(db, owner)
+        path = path.replace("{client_id}", str(client_id)).replace("{version}", "1")
+        if "_id}" in path:
+            path = make_case_file(db, owner, client_id).path(path)
     db.commit()
     response = web.get(path)
     assert response.status_code == page.expected[caller], response.text[:500]
-    assert response.headers["content-security-policy"] == DASHBOARD_CSP
+    assert response.headers["content-security-policy"] == (
+        page.policy if response.status_code == 200 else DASHBOARD_CSP)
     assert response.headers["cache-control"] == "no-store"
     if response.status_code == 303:
         location = response.headers["location"]
@@ -128,6 +152,8 @@ def test_page_access(web: TestClient, db: Session, page: Page, caller: str) -> N
             assert location == "/dashboard/login"
         else:
             assert location == "/dashboard"
+    elif response.status_code == 200 and page.media != "text/html":
+        assert response.headers["content-type"] == page.media
     else:
         assert response.headers["content-type"].startswith("text/html")
         assert '<html lang="en">' in response.text

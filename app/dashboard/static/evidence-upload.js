@@ -113,7 +113,7 @@
         document.getElementById("upload-size").textContent = answer.size;
         document.getElementById("upload-link").href = answer.evidence_url;
         result.hidden = false;
-        status.textContent = "The file is stored as evidence.";
+        status.textContent = "Upload complete.";
         form.reset();
         return;
       }
