@@ -98,8 +98,9 @@ CUSTODY_LABELS = {"upload": "Uploaded", "view": "Viewed", "download": "Downloade
 OUTCOME_LABELS = {"success": "", "not_modified": "already held, not sent again",
                   "intact": "intact", "mismatch": "does not match its SHA-256",
                   "unreadable": "unreadable"}
-PAGE_LABELS = {**LABELS, "purposes": [(p, PURPOSE_LABELS.get(p, p)) for p in PURPOSES
-                                      if p != "integrity_check"],
+# Why a person opens a file; an integrity check is the system's own.
+STAFF_PURPOSES = tuple(p for p in PURPOSES if p != "integrity_check")
+PAGE_LABELS = {**LABELS, "purposes": [(p, PURPOSE_LABELS.get(p, p)) for p in STAFF_PURPOSES],
                "purpose_label": PURPOSE_LABELS, "custody_label": CUSTODY_LABELS,
                "outcome_label": OUTCOME_LABELS}
 
@@ -470,7 +471,7 @@ def evidence_content(request: Request, client_id: UUID, evidence_id: UUID, db: S
     download), other types as a download under a neutral name. ETag is its SHA-256.
     Every download is in the chain of custody."""
     _, found = _evidence_of_client(db, signed, client_id, evidence_id)
-    if purpose not in PURPOSES:
+    if purpose not in STAFF_PURPOSES:
         raise Invalid("Choose why you open the file from the list.",
                       errors=[{"field": "purpose", "message": "choose from the list"}])
     file_type = filetypes.BY_MEDIA_TYPE.get(found.content_type)
