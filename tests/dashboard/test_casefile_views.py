@@ -447,6 +447,19 @@ def test_a_correction_on_a_stale_revision_shows_the_conflict_and_saves_nothing(
     assert count(db, IncidentRevision, incident_id=incident_id) == 3
 
 
+def test_a_correction_without_its_base_revision_is_refused(web, db, agency) -> None:
+    incident_id = make_incident(db, agency["advocate"], agency["client"])
+    db.commit()
+    sign_in(web, db, agency["advocate"])
+    path = f"{base(agency['client'])}/incidents/{incident_id}"
+    token = page_csrf(web, path)
+    response = web.post(f"{path}/correct", data={"csrf_token": token, **INCIDENT_FORM,
+                                                 "reason": "Fictional reason"})
+    assert response.status_code == 422
+    assert 'name="based_on_revision" value=""' in response.text
+    assert count(db, IncidentRevision, incident_id=incident_id) == 1
+
+
 def test_a_retracted_incident_stays_listed_and_marked(web, db, agency) -> None:
     incident_id = make_incident(db, agency["advocate"], agency["client"])
     db.commit()
