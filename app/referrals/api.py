@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
+from fastapi import APIRouter, Query, Response
+from pydantic import AwareDatetime, BaseModel
 
 from app.core import access
 from app.core.pagination import Page, PageParamsDep, SortKey, paginate
@@ -23,6 +23,13 @@ WRITE = {403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM}
 
 
 # --- shapes -------------------------------------------------------------------------------
+
+
+def _json(model: BaseModel) -> Response:
+    """A route that answers staff and partners with different shapes serialises the one
+    it built itself: the response model (a union, for the documentation) never gets to
+    choose between them."""
+    return Response(content=model.model_dump_json(), media_type="application/json")
 
 
 def _handoff(handoff: service.Handoff | None) -> schemas.HandoffOut | None:
@@ -120,23 +127,24 @@ def list_referrals(actor: CurrentActor, db: SessionDep, page: PageParamsDep,
     org), newest first. A partner app (referrals:read): its inbox — referrals sent to its
     listings, oldest change first, so syncing with ``updated_since`` misses nothing.
     Listings carry no client data."""
-    if not actor.is_partner:
-        access.require_client_staff(actor)
+    if actor.is_partner:
+        # Not audited: the inbox shows ids, states and times, no client data, and stays a
+        # read (no write lock per poll). Each read of a referral is audited.
+        found, cursor = service.inbox_page(db, actor, page, status=status,
+                                           client_id=client_id, updated_since=updated_since)
+        return _json(Page[schemas.PartnerReferralSummary](
+            items=[schemas.PartnerReferralSummary(
+                id=r.id, resource_id=r.resource_id, status=r.status, sent_at=r.sent_at,
+                updated_at=r.updated_at) for r in found], next_cursor=cursor))
+    access.require_client_staff(actor)
     query = service.list_query(actor, status=status, client_id=client_id,
                                updated_since=updated_since)
-    if actor.is_partner:
-        rows, next_cursor = paginate(db, query, listing=f"referrals:inbox:{actor.id}",
-                                     keys=[SortKey(Referral.updated_at), SortKey(Referral.id)],
-                                     params=page)
-        service.audit_inbox(db, actor, len(rows))
-        return Page[schemas.PartnerReferralSummary](
-            items=[_partner_summary(r) for r in rows], next_cursor=next_cursor)
     rows, next_cursor = paginate(db, query, listing=f"referrals:staff:{actor.id}",
                                  keys=[SortKey(Referral.created_at, descending=True),
                                        SortKey(Referral.id, descending=True)], params=page)
     service.audit_listing(db, actor, rows)
-    return Page[schemas.ReferralSummary](items=[_summary(r) for r in rows],
-                                         next_cursor=next_cursor)
+    return _json(Page[schemas.ReferralSummary](items=[_summary(r) for r in rows],
+                                               next_cursor=next_cursor))
 
 
 @router.get("/referrals/{referral_id}",
@@ -146,9 +154,9 @@ def get_referral(referral_id: UUID, actor: CurrentActor, db: SessionDep) -> Any:
     receives now). A partner app: the referral as consent allows it at this moment — each
     read asks again, and each release that lets data through is named in the audit."""
     if actor.is_partner:
-        return _partner_out(service.read_as_partner(db, actor, referral_id))
+        return _json(_partner_out(service.read_as_partner(db, actor, referral_id)))
     access.require_client_staff(actor)
-    return _out(service.read_referral(db, actor, referral_id))
+    return _json(_out(service.read_referral(db, actor, referral_id)))
 
 
 @router.get("/referrals/{referral_id}/preview", response_model=schemas.ReferralPreview,
@@ -189,8 +197,8 @@ def _answer(action: str, referral_id: UUID, body: schemas.TransitionIn, actor: A
         access.require_client_staff(actor)
     referral = service.answer_referral(db, actor, referral_id, action, reason=body.reason)
     if actor.is_partner:
-        return _partner_summary(referral)
-    return _out(service.staff_record(db, referral))
+        return _json(_partner_summary(referral))
+    return _json(_out(service.staff_record(db, referral)))
 
 
 ANSWER_MODEL = schemas.ReferralOut | schemas.PartnerReferralSummary

@@ -40,6 +40,7 @@ from app.consents.models import ReleaseOfInformation
 from app.core import audit, keys
 from app.core.access import Actor, require
 from app.core.errors import Conflict, Forbidden, Invalid, NotFound, ProblemResponse, problem
+from app.core.pagination import PageParams, decode_cursor, encode_cursor
 from app.db import utcnow
 from app.identity.models import Org, PartnerApp, StaffUser
 from app.notifications import service as notifications
@@ -406,18 +407,9 @@ def preview(db: Session, actor: Actor, referral_id: UUID) -> PartnerView:
 
 def list_query(actor: Actor, *, status: str | None = None, client_id: UUID | None = None,
                updated_since: datetime | None = None) -> sa.Select[Any]:
-    """Staff: referrals of clients within reach; a partner app: its inbox. Filtered by
-    status, client (staff) and last change at or after ``updated_since``."""
-    if actor.is_partner:
-        require(actor, "referrals:read")
-        if client_id is not None:
-            raise Invalid("Partner apps cannot filter by client.",
-                          errors=[{"field": "client_id", "location": "query",
-                                   "message": "not a filter for partner apps",
-                                   "type": "filter"}])
-        query = partner_inbox(actor)
-    else:
-        query = readable_referrals(actor)
+    """Staff: referrals of clients within reach, filtered by status, client and last
+    change at or after ``updated_since``."""
+    query = readable_referrals(actor)
     if status is not None:
         query = query.where(Referral.status == status)
     if client_id is not None:
@@ -427,9 +419,40 @@ def list_query(actor: Actor, *, status: str | None = None, client_id: UUID | Non
     return query
 
 
-def audit_inbox(db: Session, actor: Actor, count: int) -> None:
-    """A partner listed its inbox (ids, statuses and times only: no client data)."""
-    audit.record(db, actor, "referral.inbox_listed", details={"count": count})
+# What an inbox listing shows: ids, state and times, no client data.
+_INBOX_COLUMNS = (Referral.id, Referral.resource_id, Referral.status, Referral.sent_at,
+                  Referral.updated_at)
+
+
+def inbox_page(db: Session, actor: Actor, params: PageParams, *, status: str | None = None,
+               client_id: UUID | None = None, updated_since: datetime | None = None,
+               ) -> tuple[list[sa.Row[Any]], str | None]:
+    """One page of a partner app's inbox, oldest change first (``updated_at``, id), so a
+    partner syncing with ``updated_since`` pages to the end and misses nothing. Plain
+    rows of the listed columns: this is what partners poll, so it stays lean."""
+    require(actor, "referrals:read")
+    if client_id is not None:
+        raise Invalid("Partner apps cannot filter by client.",
+                      errors=[{"field": "client_id", "location": "query",
+                               "message": "not a filter for partner apps", "type": "filter"}])
+    listing = f"referrals:inbox:{actor.id}"
+    query = partner_inbox(actor).with_only_columns(*_INBOX_COLUMNS)
+    if status is not None:
+        query = query.where(Referral.status == status)
+    if updated_since is not None:
+        query = query.where(Referral.updated_at >= updated_since)
+    if params.cursor:
+        after_at, after_id = decode_cursor(listing, params.cursor, 2)
+        query = query.where(sa.or_(Referral.updated_at > after_at,
+                                   sa.and_(Referral.updated_at == after_at,
+                                           Referral.id > after_id)))
+    rows = list(db.execute(query.order_by(Referral.updated_at, Referral.id)
+                           .limit(params.limit + 1)))
+    next_cursor = None
+    if len(rows) > params.limit:
+        rows = rows[:params.limit]
+        next_cursor = encode_cursor(listing, (rows[-1].updated_at, rows[-1].id))
+    return rows, next_cursor
 
 
 # --- writing ------------------------------------------------------------------------------
