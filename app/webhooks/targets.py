@@ -249,6 +249,12 @@ class SendOutcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
+def _host_header(target: Target) -> str:
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    default = 443 if target.scheme == "https" else 80
+    return host if target.port == default else f"{host}:{target.port}"
+
+
 def post(url: str, *, headers: dict[str, str], body: bytes, settings: Settings) -> SendOutcome:
     """POST ``body`` to ``url``: resolve and check the host now, connect to a checked
     address, follow no redirect, read no response body; connect within 3 s and finish
@@ -259,7 +265,8 @@ def post(url: str, *, headers: dict[str, str], body: bytes, settings: Settings) 
     error: str | None = None
     try:
         target = resolve_target(url, settings)
-        request_headers = [("User-Agent", USER_AGENT), ("Content-Type", "application/json"),
+        request_headers = [("Host", _host_header(target)), ("User-Agent", USER_AGENT),
+                           ("Content-Type", "application/json"),
                            ("Content-Length", str(len(body))), *headers.items()]
         with httpcore.ConnectionPool(
                 ssl_context=_ssl_context(), max_connections=1, retries=0, http1=True,

@@ -336,3 +336,14 @@ def test_task_arguments_are_ids_only(engine: Engine, subscriber, sent_tasks) -> 
         assert [UUID(a) for a in args]
         assert set(options) <= {"expires"}
     sent_tasks.clear()
+
+
+def test_the_host_header_names_the_host_as_the_url_does() -> None:
+    def host(scheme: str, name: str, port: int) -> str:
+        return targets._host_header(targets.Target("", scheme, name, port, "/", ()))
+
+    assert host("https", "partner.example", 443) == "partner.example"
+    assert host("https", "partner.example", 8443) == "partner.example:8443"
+    assert host("http", "partner.example", 80) == "partner.example"
+    assert host("https", "2606:4700::1", 443) == "[2606:4700::1]"
+    assert host("https", "2606:4700::1", 8443) == "[2606:4700::1]:8443"
