@@ -173,7 +173,7 @@ def _seed_chunk(org_id: str, supervisor_id: str, advocate_ids: list[str], start:
         for i in range(start, stop):
             client_id = uuid4()
             preferred, legal = _names(i)
-            personal = demo.fictional_personal(rng, demo.CLIENT_NAMES[i % 40])
+            personal = demo.fictional_personal(rng, demo.CLIENT_NAMES[i % len(demo.CLIENT_NAMES)])
             personal |= {"preferred_name": preferred, "legal_name": legal,
                          "household": demo.fictional_household(rng)}
             status = rng.choices(["intake", "active", "closed"], weights=[15, 70, 15])[0]
@@ -292,13 +292,17 @@ def seed(env: dict[str, str], clients_total: int, caseload: int, processes: int)
                                year) for lo in range(0, clients_total, CHUNK)]
         done, step = 0, max(clients_total // 10, 1)
         deadline = time.monotonic() + SEED_TIMEOUT_S
-        for future in as_completed(futures, timeout=SEED_TIMEOUT_S):
-            before = done
-            done += future.result(timeout=max(1.0, deadline - time.monotonic()))
-            if done // step != before // step or done == clients_total:
-                elapsed = time.perf_counter() - start
-                print(f"  {done:,} clients seeded, {elapsed:.0f} s "
-                      f"({done / elapsed:,.0f} clients/s)", flush=True)
+        try:
+            for future in as_completed(futures, timeout=SEED_TIMEOUT_S):
+                before = done
+                done += future.result(timeout=max(1.0, deadline - time.monotonic()))
+                if done // step != before // step or done == clients_total:
+                    elapsed = time.perf_counter() - start
+                    print(f"  {done:,} clients seeded, {elapsed:.0f} s "
+                          f"({done / elapsed:,.0f} clients/s)", flush=True)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # no chunk left queued
+            raise
         finished = pool.submit(_finish, agency["org_id"], agency["supervisor_id"],
                                agency["advocate_ids"][0], clients_total,
                                year).result(timeout=600)
