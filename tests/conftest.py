@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -43,8 +42,9 @@ from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
-from app.db import committing, get_db, get_engine  # noqa: E402
+from app.db import get_engine  # noqa: E402
 from app.settings import Settings, get_settings  # noqa: E402
+from tests.support.apps import bind_to_session  # noqa: E402
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -121,12 +121,7 @@ def make_app(settings: Settings, db: Session) -> Callable[..., FastAPI]:
         for router in routers:
             app.include_router(router)  # type: ignore[arg-type]
 
-        def test_db() -> Iterator[Session]:
-            with committing(db):
-                yield db
-
-        app.dependency_overrides[get_db] = test_db
-        app.state.unit_of_work = contextmanager(test_db)
+        bind_to_session(app, db)
         return app
 
     return build

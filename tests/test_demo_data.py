@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from app.consents.models import ReleaseOfInformation
 from app.core import audit
 from app.core.audit import AuditEvent
 from app.core.passwords import verify_password
-from app.db import create_db_engine, get_db, unit_of_work
+from app.db import create_db_engine, unit_of_work
 from app.identity.models import Org, StaffUser
 from app.risk.models import RiskAssessment
 from app.safety_plans.models import SafetyPlanVersion
@@ -134,13 +135,8 @@ def api(engine: Engine) -> Iterator[TestClient]:
     """The real app, every request a unit of work on the demo database."""
     from app.main import create_app
 
-    def own_db() -> Iterator[object]:
-        with unit_of_work(engine, reading=False) as session:
-            yield session
-
     app = create_app(get_settings())
-    app.dependency_overrides[get_db] = own_db
-    app.state.unit_of_work = contextmanager(own_db)
+    app.state.unit_of_work = functools.partial(unit_of_work, engine)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

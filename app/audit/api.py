@@ -13,10 +13,10 @@ from pydantic import AwareDatetime, BaseModel
 from app.core import access
 from app.core.audit import AuditEvent
 from app.core.pagination import Page, PageParamsDep, SortKey, paginate
-from app.db import SessionDep
+from app.db import SessionDep, UnitOfWorkRoute
 from app.identity.deps import CurrentActor
 
-router = APIRouter(prefix="/api/v1", tags=["audit"])
+router = APIRouter(prefix="/api/v1", tags=["audit"], route_class=UnitOfWorkRoute)
 
 
 class AuditEventOut(BaseModel):

@@ -11,10 +11,10 @@ from app.consents import schemas, service
 from app.consents.models import ReleaseOfInformation
 from app.core import access
 from app.core.pagination import Page, PageParamsDep, SortKey, paginate
-from app.db import SessionDep
+from app.db import SessionDep, UnitOfWorkRoute
 from app.identity.deps import CurrentActor
 
-router = APIRouter(prefix="/api/v1", tags=["consents"])
+router = APIRouter(prefix="/api/v1", tags=["consents"], route_class=UnitOfWorkRoute)
 PROBLEM = {"content": {"application/problem+json": {}}}
 
 

@@ -17,8 +17,10 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import PayloadTooLarge, internal_error, payload_too_large
+from app.db import finish_request_work
 
 log = structlog.get_logger("app.http")
+_LEFT_OPEN = RuntimeError("the request's unit of work was not finished by its route")
 
 REQUEST_ID_HEADER = "x-request-id"
 # A caller's id is kept only when it is short and plain; anything else is replaced.
@@ -94,6 +96,9 @@ class RequestContextMiddleware:
                 response = internal_error(request_id)
             await response(scope, receive, send_with_headers)
         finally:
+            if finish_request_work(scope, _LEFT_OPEN):
+                # Only a route outside UnitOfWorkRoute can get here (a test forbids it).
+                log.error("request_work_left_open", route=_route_template(scope))
             elapsed_ms = (time.perf_counter() - start) * 1000
             log.info(
                 "request",

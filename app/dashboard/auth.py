@@ -28,7 +28,7 @@ from app.core.access import Actor
 from app.core.crypto import constant_time_equal, keyed_digest, new_token
 from app.core.errors import DomainError, Forbidden, NotFound
 from app.dashboard.web import DASHBOARD_CSP, Signed, render
-from app.db import SessionDep
+from app.db import SessionDep, UnitOfWorkRoute, finish_request_work
 from app.identity import service, web_sessions
 
 SESSION_COOKIE = "advocase_session"
@@ -269,26 +269,35 @@ def _invalid_request_page(request: Request, exc: RequestValidationError) -> Resp
                   status_code=422)
 
 
-class DashboardRoute(APIRoute):
-    """Dashboard routes: redirects for sign-in, HTML for refusals, a strict CSP."""
+class DashboardRoute(UnitOfWorkRoute):
+    """Dashboard routes: redirects for sign-in, HTML for refusals, a strict CSP.
+
+    A refusal is turned into its page while the request's unit of work is still open,
+    so the denial's audit event (written by ``refuse`` after undoing the request's
+    changes) commits with it; then the work is finished like any route's."""
 
     def get_route_handler(self) -> Callable[[Request], Any]:
-        handler = super().get_route_handler()
+        handler = APIRoute.get_route_handler(self)
 
         async def dashboard_handler(request: Request) -> Response:
             try:
-                response: Response = await handler(request)
-            except SignInRequired as exc:
-                response = RedirectResponse(LOGIN_PATH + ("?note=ended" if exc.ended else ""),
-                                            status_code=303)
-                if exc.ended:
-                    clear_session_cookie(response, request)
-            except EnrolmentRequired:
-                response = RedirectResponse(ENROL_PATH, status_code=303)
-            except DomainError as exc:
-                response = await run_in_threadpool(_refusal_page, request, exc)
-            except RequestValidationError as exc:
-                response = await run_in_threadpool(_invalid_request_page, request, exc)
+                try:
+                    response: Response = await handler(request)
+                except SignInRequired as exc:
+                    response = RedirectResponse(
+                        LOGIN_PATH + ("?note=ended" if exc.ended else ""), status_code=303)
+                    if exc.ended:
+                        clear_session_cookie(response, request)
+                except EnrolmentRequired:
+                    response = RedirectResponse(ENROL_PATH, status_code=303)
+                except DomainError as exc:
+                    response = await run_in_threadpool(_refusal_page, request, exc)
+                except RequestValidationError as exc:
+                    response = await run_in_threadpool(_invalid_request_page, request, exc)
+            except BaseException as exc:
+                finish_request_work(request.scope, exc)
+                raise
+            finish_request_work(request.scope)
             response.headers["content-security-policy"] = DASHBOARD_CSP
             return response
 

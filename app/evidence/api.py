@@ -18,13 +18,13 @@ from app.core.errors import BadRequest, DomainError
 from app.core.middleware import LimitRule
 from app.core.pagination import Page, PageParamsDep, SortKey, paginate
 from app.core.storage import get_storage
-from app.db import SessionDep
+from app.db import SessionDep, UnitOfWorkRoute
 from app.evidence import filetypes, schemas, service
 from app.evidence.models import Evidence
 from app.identity.deps import CurrentActor
 from app.settings import Settings
 
-router = APIRouter(prefix="/api/v1", tags=["evidence"])
+router = APIRouter(prefix="/api/v1", tags=["evidence"], route_class=UnitOfWorkRoute)
 PROBLEM = {"content": {"application/problem+json": {}}}
 UPLOAD_PATH = re.compile(r"^/api/v1/incidents/[^/]+/evidence/?$")
 PurposeQuery = Annotated[schemas.Purpose | None, Query(

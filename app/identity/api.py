@@ -9,12 +9,12 @@ from fastapi import APIRouter, Request, Response, status
 
 from app.core import access
 from app.core.pagination import Page, PageParamsDep, SortKey, paginate
-from app.db import SessionDep
+from app.db import SessionDep, UnitOfWorkRoute
 from app.identity import schemas, service
 from app.identity.deps import CurrentActor, EnrollingActor
 from app.identity.models import AuthSession, Org, StaffUser
 
-router = APIRouter(prefix="/api/v1", tags=["identity"])
+router = APIRouter(prefix="/api/v1", tags=["identity"], route_class=UnitOfWorkRoute)
 
 PROBLEM = {"model": None, "content": {"application/problem+json": {}}}
 

@@ -10,14 +10,14 @@ from fastapi.responses import JSONResponse
 
 from app.core import access
 from app.core.pagination import Page, PageParamsDep, SortKey, paginate
-from app.db import SessionDep
+from app.db import SessionDep, UnitOfWorkRoute
 from app.identity import oauth, partners, tokens
 from app.identity import partner_schemas as schemas
 from app.identity.deps import CurrentActor
 from app.identity.models import Org, PartnerApp
 from app.settings import get_settings
 
-router = APIRouter()
+router = APIRouter(route_class=UnitOfWorkRoute)
 
 PROBLEM = {"model": None, "content": {"application/problem+json": {}}}
 OAUTH_ERROR = {"model": schemas.OAuthError}

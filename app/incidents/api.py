@@ -11,12 +11,12 @@ from pydantic import AwareDatetime
 
 from app.core import access
 from app.core.pagination import Page, PageParamsDep, SortKey, paginate
-from app.db import SessionDep
+from app.db import SessionDep, UnitOfWorkRoute
 from app.identity.deps import CurrentActor
 from app.incidents import schemas, service
 from app.incidents.models import IncidentRevision
 
-router = APIRouter(prefix="/api/v1", tags=["incidents"])
+router = APIRouter(prefix="/api/v1", tags=["incidents"], route_class=UnitOfWorkRoute)
 PROBLEM = {"content": {"application/problem+json": {}}}
 READ = {403: PROBLEM, 404: PROBLEM}
 WRITE = {403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM}

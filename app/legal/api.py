@@ -9,11 +9,12 @@ from fastapi import APIRouter, Query
 
 from app.core import access
 from app.core.pagination import Page, PageParamsDep
-from app.db import SessionDep, utcnow
+from app.db import SessionDep, UnitOfWorkRoute, utcnow
 from app.identity.deps import CurrentActor
 from app.legal import schemas, service
 
-router = APIRouter(prefix="/api/v1", tags=["protective orders and court dates"])
+router = APIRouter(prefix="/api/v1", tags=["protective orders and court dates"],
+                   route_class=UnitOfWorkRoute)
 PROBLEM = {"content": {"application/problem+json": {}}}
 READ = {403: PROBLEM, 404: PROBLEM}
 WRITE = {403: PROBLEM, 404: PROBLEM, 422: PROBLEM}

@@ -10,12 +10,12 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from app.core.pagination import Page, PageParamsDep, SortKey, paginate
-from app.db import SessionDep
+from app.db import SessionDep, UnitOfWorkRoute
 from app.identity.deps import CurrentActor
 from app.notifications import service
 from app.notifications.models import Notification
 
-router = APIRouter(prefix="/api/v1", tags=["notifications"])
+router = APIRouter(prefix="/api/v1", tags=["notifications"], route_class=UnitOfWorkRoute)
 
 
 class NotificationOut(BaseModel):

@@ -11,12 +11,12 @@ from pydantic import AwareDatetime, BaseModel
 
 from app.core import access
 from app.core.pagination import Page, PageParamsDep, SortKey, paginate
-from app.db import SessionDep
+from app.db import SessionDep, UnitOfWorkRoute
 from app.identity.deps import CurrentActor
 from app.referrals import schemas, service
 from app.referrals.models import Referral
 
-router = APIRouter(prefix="/api/v1", tags=["referrals"])
+router = APIRouter(prefix="/api/v1", tags=["referrals"], route_class=UnitOfWorkRoute)
 PROBLEM = {"content": {"application/problem+json": {}}}
 READ = {403: PROBLEM, 404: PROBLEM}
 WRITE = {403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM}

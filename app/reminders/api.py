@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
 from app.core.pagination import Page, PageParamsDep, SortKey, paginate
-from app.db import SessionDep
+from app.db import SessionDep, UnitOfWorkRoute
 from app.identity.deps import CurrentActor
 from app.reminders import service
 from app.reminders.models import Reminder
@@ -22,7 +22,7 @@ from app.reminders.schemas import (
     SnoozeIn,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["reminders"])
+router = APIRouter(prefix="/api/v1", tags=["reminders"], route_class=UnitOfWorkRoute)
 
 State = Literal["scheduled", "sending", "delivered", "held", "completed", "cancelled"]
 

@@ -11,12 +11,12 @@ from pydantic import AwareDatetime
 from app.core.access import Actor
 from app.core.errors import DomainError, Invalid
 from app.core.pagination import Page, PageParamsDep
-from app.db import SessionDep
+from app.db import SessionDep, UnitOfWorkRoute
 from app.identity.deps import CurrentActor
 from app.resources import schemas, service
 from app.resources.schemas import Category
 
-router = APIRouter(prefix="/api/v1", tags=["resources"])
+router = APIRouter(prefix="/api/v1", tags=["resources"], route_class=UnitOfWorkRoute)
 PROBLEM = {"content": {"application/problem+json": {}}}
 CSV_MEDIA_TYPE = "text/csv"
 

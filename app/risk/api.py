@@ -10,13 +10,13 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.pagination import Page, PageParamsDep, SortKey, paginate
-from app.db import SessionDep
+from app.db import SessionDep, UnitOfWorkRoute
 from app.identity.deps import CurrentActor
 from app.risk import instruments as engine
 from app.risk import service
 from app.risk.models import RiskAssessment
 
-router = APIRouter(prefix="/api/v1", tags=["risk"])
+router = APIRouter(prefix="/api/v1", tags=["risk"], route_class=UnitOfWorkRoute)
 PROBLEM = {"content": {"application/problem+json": {}}}
 
 

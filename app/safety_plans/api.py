@@ -11,12 +11,12 @@ from fastapi.responses import Response
 
 from app.core import access
 from app.core.pagination import Page, PageParamsDep, SortKey, paginate
-from app.db import SessionDep
+from app.db import SessionDep, UnitOfWorkRoute
 from app.identity.deps import CurrentActor
 from app.safety_plans import printing, schemas, service
 from app.safety_plans.models import SafetyPlanVersion
 
-router = APIRouter(prefix="/api/v1", tags=["safety-plans"])
+router = APIRouter(prefix="/api/v1", tags=["safety-plans"], route_class=UnitOfWorkRoute)
 PROBLEM = {"content": {"application/problem+json": {}}}
 MAX_VERSION = 1_000_000
 VersionPath = Annotated[int, Path(ge=1, le=MAX_VERSION)]

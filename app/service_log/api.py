@@ -9,11 +9,11 @@ from fastapi import APIRouter
 
 from app.core import access
 from app.core.pagination import Page, PageParamsDep
-from app.db import SessionDep
+from app.db import SessionDep, UnitOfWorkRoute
 from app.identity.deps import CurrentActor
 from app.service_log import schemas, service
 
-router = APIRouter(prefix="/api/v1", tags=["service log"])
+router = APIRouter(prefix="/api/v1", tags=["service log"], route_class=UnitOfWorkRoute)
 PROBLEM = {"content": {"application/problem+json": {}}}
 
 

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from app.core.errors import problem
+from app.db import UnitOfWorkRoute
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=UnitOfWorkRoute)
 
 
 class Health(BaseModel):

@@ -10,11 +10,11 @@ from pydantic import TypeAdapter
 
 from app.core import access
 from app.core.pagination import PageParamsDep
-from app.db import SessionDep
+from app.db import SessionDep, UnitOfWorkRoute
 from app.identity.deps import CurrentActor
 from app.timeline import schemas, service
 
-router = APIRouter(prefix="/api/v1", tags=["timeline"])
+router = APIRouter(prefix="/api/v1", tags=["timeline"], route_class=UnitOfWorkRoute)
 PROBLEM = {"content": {"application/problem+json": {}}}
 _ENTRY: TypeAdapter[schemas.TimelineEntry] = TypeAdapter(schemas.TimelineEntry)
 KIND_HELP = ("Repeat or separate with commas: " + ", ".join(service.KINDS)

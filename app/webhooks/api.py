@@ -8,12 +8,12 @@ from uuid import UUID
 from fastapi import APIRouter, Response
 
 from app.core.pagination import Page, PageParamsDep
-from app.db import SessionDep
+from app.db import SessionDep, UnitOfWorkRoute
 from app.identity.deps import CurrentActor
 from app.webhooks import schemas, service
 from app.webhooks.models import WebhookEndpoint
 
-router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"], route_class=UnitOfWorkRoute)
 PROBLEM = {"content": {"application/problem+json": {}}}
 READ = {403: PROBLEM, 404: PROBLEM}
 WRITE = {403: PROBLEM, 404: PROBLEM, 422: PROBLEM}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,11 @@ from sqlmodel import Session
 
 from app.core.access import Actor
 from app.core.storage import LocalStorage, get_storage
-from app.db import committing, get_db
 from app.identity.models import StaffUser
 from app.incidents.models import Incident
 from app.settings import Settings
 from tests.consents.factories import make_client
+from tests.support.apps import bind_to_session
 from tests.support.identity import bearer, make_org, make_user, staff_token
 
 DESCRIPTION = "Fictional photo of the damaged front door, taken next morning"
@@ -105,15 +104,7 @@ def app_with(settings: Settings, db: Session) -> Callable[..., FastAPI]:
     from app.main import create_app
 
     def build(**changes: Any) -> FastAPI:
-        app = create_app(settings.model_copy(update=changes))
-
-        def test_db() -> Iterator[Session]:
-            with committing(db):
-                yield db
-
-        app.dependency_overrides[get_db] = test_db
-        app.state.unit_of_work = contextmanager(test_db)
-        return app
+        return bind_to_session(create_app(settings.model_copy(update=changes)), db)
 
     return build
 

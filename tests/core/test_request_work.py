@@ -1,0 +1,104 @@
+"""The request's unit of work against a real database, as in production (no test
+savepoint): success commits, a refusal leaves nothing, a refusal that keeps its
+changes keeps them, and a dashboard refusal's audit event survives. Every route
+finishes its own work (UnitOfWorkRoute)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from uuid import UUID
+
+import pytest
+import sqlalchemy as sa
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from app.clients.models import Client
+from app.core.audit import AuditEvent
+from app.dashboard.auth import SESSION_COOKIE
+from app.db import UnitOfWorkRoute, create_db_engine, unit_of_work
+from app.identity import web_sessions
+from app.main import create_app
+from tests.support import services
+from tests.support.identity import bearer, make_org, make_user, staff_token
+
+
+def test_every_route_finishes_its_own_unit_of_work(app) -> None:
+    def walk(routes: list) -> Iterator[APIRoute]:
+        for route in routes:
+            inner = getattr(route, "original_router", None)
+            if inner is not None:
+                yield from walk(inner.routes)
+            elif isinstance(route, APIRoute):
+                yield route
+
+    routes = list(walk(app.router.routes))
+    assert len(routes) > 50
+    strays = [f"{sorted(r.methods)} {r.path}" for r in routes
+              if not isinstance(r, UnitOfWorkRoute)]
+    assert strays == [], "routes outside UnitOfWorkRoute leave their session open"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def live(request, tmp_path, settings) -> Iterator[tuple[TestClient, sa.Engine]]:
+    with services.own_database(request.param, tmp_path, "request_work") as url:
+        engine = create_db_engine(url)
+        app = create_app(settings)
+        app.state.unit_of_work = functools.partial(unit_of_work, engine)
+        try:
+            with TestClient(app, raise_server_exceptions=False,
+                            follow_redirects=False) as client:
+                yield client, engine
+        finally:
+            engine.dispose()
+
+
+def _people(engine: sa.Engine) -> dict[str, object]:
+    with unit_of_work(engine) as db:
+        org = make_org(db)
+        advocate = make_user(db, org, "advocate")
+        token = staff_token(db, advocate)
+        session, cookie = web_sessions.start_dashboard_session(db, advocate, user_agent="t")
+        return {"token": token, "cookie": cookie, "user_id": advocate.id}
+
+
+def _count(engine: sa.Engine, statement: sa.Select) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(statement).scalar_one())
+
+
+def test_a_refused_write_leaves_nothing_and_a_good_one_commits(live) -> None:
+    client, engine = live
+    people = _people(engine)
+    clients = sa.select(sa.func.count()).select_from(Client)
+    refused = client.post("/api/v1/clients", json={"date_of_birth": "not a date"},
+                          headers=bearer(people["token"]))
+    assert refused.status_code == 422
+    assert _count(engine, clients) == 0
+    created = client.post("/api/v1/clients", json={"preferred_name": "Fictional Wren"},
+                          headers=bearer(people["token"]))
+    assert created.status_code == 201, created.text
+    assert _count(engine, clients) == 1
+    # The read-back comes from another connection: it was committed before the answer.
+    assert client.get(f"/api/v1/clients/{created.json()['id']}",
+                      headers=bearer(people["token"])).status_code == 200
+
+
+def test_a_denial_is_audited_durably_on_the_api_and_the_dashboard(live) -> None:
+    client, engine = live
+    people = _people(engine)
+    denied = sa.select(sa.func.count()).select_from(AuditEvent).where(
+        AuditEvent.action == "access.denied")
+    assert client.get("/api/v1/users", headers=bearer(people["token"])).status_code == 403
+    assert _count(engine, denied) == 1
+    client.cookies.set(SESSION_COOKIE, people["cookie"], path="/dashboard")
+    response = client.post("/dashboard/security/password", data={"csrf_token": "0" * 64})
+    assert response.status_code == 403
+    assert _count(engine, denied) == 2
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(AuditEvent.details, AuditEvent.actor_id)
+                                  .where(AuditEvent.action == "access.denied")).all()
+    dashboard = [row for row in rows if row.details.get("surface") == "dashboard"]
+    assert len(dashboard) == 1 and dashboard[0].details["reason"] == "csrf"
+    assert UUID(str(dashboard[0].actor_id)) == people["user_id"]
