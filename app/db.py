@@ -7,6 +7,7 @@ commits once at the edge on success and rolls back on any error. Services only
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, SQLModel
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from app.settings import Settings, get_settings, sqlite_path
@@ -246,12 +248,13 @@ class RequestWork:
 
     __slots__ = ("_context", "session")
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, *, reading: bool) -> None:
         factory = getattr(request.app.state, "unit_of_work", None) or unit_of_work
-        # Safe methods read without SQLite's write lock; every other method takes it up
-        # front, so a request that reads then writes never fails on a concurrent writer.
-        self._context = factory(reading=request.method in SAFE_METHODS)
+        self._context = factory(reading=reading)
         self.session: Session | None = self._context.__enter__()
+        if not reading:
+            # Take the connection (and, on SQLite, the write lock) now, in this thread.
+            self.session.connection()
 
     def finish(self, error: BaseException | None = None) -> None:
         """Commit (no error, or a refusal that keeps its changes) or roll back; once."""
@@ -264,15 +267,37 @@ class RequestWork:
             self._context.__exit__(type(error), error, error.__traceback__)
 
 
+def _idle_connection_ready(request: Request) -> bool:
+    """True when the pool has an idle connection, so taking one does not wait."""
+    if getattr(request.app.state, "unit_of_work", None) is not None:
+        return True  # bound to a test's session or its own engine: no shared pool wait
+    checkedin = getattr(get_engine().pool, "checkedin", None)
+    return bool(checkedin is not None and checkedin() > 0)
+
+
 async def get_db(request: Request) -> Session:
     """FastAPI dependency: the request's session (one per request, made on first use).
 
     Not a ``yield`` dependency on purpose: FastAPI's generator machinery costs a
-    measurable share of a small request. The route class below finishes the work."""
+    measurable share of a small request; the route class below finishes the work.
+
+    The event loop never waits for the database here. Safe methods read without
+    SQLite's write lock and take an idle pooled connection on the loop; when none is
+    idle, and for every other method (which takes SQLite's write lock up front, so a
+    request that reads then writes never fails on a concurrent writer), the session is
+    opened in the thread pool. A loop blocked on a full pool or a held write lock would
+    stall the very requests whose commits (run on the loop) would free them.
+    """
     scope = request.scope
     work: RequestWork | None = scope.get(_REQUEST_WORK)
     if work is None or work.session is None:
-        work = scope[_REQUEST_WORK] = RequestWork(request)
+        reading = request.method in SAFE_METHODS
+        if reading and _idle_connection_ready(request):
+            work = RequestWork(request, reading=True)
+        else:
+            work = await run_in_threadpool(functools.partial(RequestWork, request,
+                                                             reading=reading))
+        scope[_REQUEST_WORK] = work
     assert work.session is not None
     return work.session
 
