@@ -157,7 +157,8 @@ def test_evidence_is_uploaded_with_progress_and_its_sha256_shown(tab, server, ax
     assert tab.locator("#evidence-sha256").inner_text() == hashlib.sha256(picture).hexdigest()
     image = tab.get_by_role("img", name="Fictional photo of the broken door")
     image.wait_for(state="visible")
-    assert image.evaluate("img => img.complete && img.naturalWidth") == 48
+    # decode() waits for the image to load (a busy machine may not have it yet).
+    assert image.evaluate("img => img.decode().then(() => img.naturalWidth)") == 48
     custody = tab.locator("#custody tbody")
     assert "Uploaded" in custody.inner_text() and "Viewed" in custody.inner_text()
     checked["evidence page"] = serious_violations(tab, axe_source)
