@@ -31,6 +31,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench.inprocess
 	$(BIN)/python -m tests.bench.audit_verify
 	$(BIN)/python -m tests.bench.crypto
 	$(BIN)/python -m tests.bench.clients
