@@ -167,11 +167,11 @@ def _check_date_of_birth(value: str | None) -> str | None:
 def _check_safe_contact(value: dict[str, Any] | None) -> None:
     if not value:
         return
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    from app.core.timezones import iana_zone
 
     try:
-        ZoneInfo(value.get("time_zone") or "UTC")
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+        iana_zone(value.get("time_zone") or "UTC")
+    except ValueError as exc:
         raise Invalid("Unknown time zone.", errors=[{
             "field": "safe_contact.time_zone", "location": "body",
             "message": "not an IANA time zone name", "type": "time_zone"}]) from exc

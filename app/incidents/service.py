@@ -15,10 +15,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -30,6 +29,7 @@ from app.clients.models import Client
 from app.core import audit, keys
 from app.core.access import Actor, require
 from app.core.errors import Conflict, Invalid, NotFound
+from app.core.timezones import iana_zone
 from app.db import utcnow
 from app.incidents.models import (
     CATEGORIES,
@@ -195,18 +195,11 @@ def _when_error(name: str, message: str, kind: str) -> Invalid:
         "field": f"occurred.{name}", "location": "body", "message": message, "type": kind}])
 
 
-@lru_cache(maxsize=1)
-def _zone_names() -> frozenset[str]:
-    # The system's zone folder also holds files that are not IANA zone names.
-    return frozenset(name for name in available_timezones()
-                     if name not in ("localtime", "posixrules", "Factory")
-                     and not name.startswith(("posix/", "right/")))
-
-
 def _zone(name: str) -> ZoneInfo:
-    if name not in _zone_names():
-        raise _when_error("time_zone", "not an IANA time zone name", "time_zone")
-    return ZoneInfo(name)
+    try:
+        return iana_zone(name)
+    except ValueError as exc:
+        raise _when_error("time_zone", "not an IANA time zone name", "time_zone") from exc
 
 
 def _day(text: str, name: str) -> date:

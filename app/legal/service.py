@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlmodel import Session
@@ -24,6 +24,7 @@ from app.core import access, audit, keys
 from app.core.access import Actor
 from app.core.errors import Invalid, InvalidCursor, NotFound
 from app.core.pagination import PageParams, decode_cursor, encode_cursor
+from app.core.timezones import iana_zone
 from app.db import utcnow
 from app.legal.models import CourtDate, ProtectiveOrder
 from app.reminders.service import sync_reminders_for
@@ -324,8 +325,8 @@ def _audit_listing(db: Session, actor: Actor, client: Client, name: str, table: 
 
 def _zone(field: str, name: str) -> ZoneInfo:
     try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+        return iana_zone(name)
+    except ValueError as exc:
         raise Invalid("Unknown time zone.", errors=_error(
             field, "not an IANA time zone name", "time_zone")) from exc
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
+from app.core.timezones import iana_zone
 from app.resources.models import DAYS, MINUTES_PER_DAY
 
 
@@ -36,10 +37,8 @@ class HoursError(ValueError):
 def zone(name: str) -> ZoneInfo:
     """The IANA time zone called ``name`` (HoursError if there is none)."""
     try:
-        if not name or name != name.strip() or name.startswith(("/", ".")):
-            raise ValueError(name)
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+        return iana_zone(name)
+    except ValueError as exc:
         raise HoursError("time_zone", "not an IANA time zone name") from exc
 
 
