@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -571,7 +571,7 @@ def retract_incident(request: Request, client_id: UUID, incident_id: UUID, db: S
 # --- protective orders -------------------------------------------------------------------
 
 
-def _today() -> Any:
+def _today() -> date:
     return utcnow().date()
 
 

@@ -331,11 +331,11 @@ def upload_form(request: Request, client_id: UUID, incident_id: UUID, db: Sessio
     return _upload_page(request, db, signed, client, incident_id)
 
 
-def _json_problem(exc: DomainError | FormProblem) -> JSONResponse:
-    detail = "There is nothing at this address." if exc.status == 404 else exc.detail
-    errors = [{"field": str(e.get("field") or ""), "message": str(e.get("message") or "")}
-              for e in (exc.errors or [])]
-    return JSONResponse({"detail": detail, "errors": errors}, status_code=exc.status)
+def _json_problem(problem: FormProblem) -> JSONResponse:
+    """A refusal for the page's script: the summary and the errors by input."""
+    detail = "There is nothing at this address." if problem.status == 404 else problem.detail
+    return JSONResponse({"detail": detail, "errors": problem.errors},
+                        status_code=problem.status)
 
 
 @router.post("/{client_id}/incidents/{incident_id}/evidence")
@@ -392,11 +392,11 @@ def upload_evidence(request: Request, client_id: UUID, incident_id: UUID, db: Se
         if not wants_json and (client is None or isinstance(exc, NotFound | FormRefused)):
             raise  # the refusal page, as for any dashboard form
         refuse(request, exc)
+        problem = reader.relabel(exc, rename=SERVICE_RENAMES)
         if wants_json:
-            return _json_problem(exc)
+            return _json_problem(problem)
         return _upload_page(request, db, signed, client, incident_id, reader=reader,
-                            status_code=exc.status,
-                            problem=reader.relabel(exc, rename=SERVICE_RENAMES))
+                            status_code=exc.status, problem=problem)
     evidence_path = _client_path(client_id, f"/evidence/{record.evidence.id}")
     if wants_json:
         e = record.evidence
