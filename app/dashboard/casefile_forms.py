@@ -14,8 +14,9 @@ import re
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
+from app.core.timezones import iana_zone
 from app.dashboard.client_forms import BLANK_ROWS, FormReader
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -299,8 +300,8 @@ def _hearing_moment(day: str, clock: str, zone_name: str,
         errors.append(_error("time_zone", "give the court's time zone"))
         return None
     try:
-        zone = ZoneInfo(zone_name)
-    except (ZoneInfoNotFoundError, ValueError):
+        zone = iana_zone(zone_name)
+    except ValueError:
         errors.append(_error("time_zone", "not an IANA time zone name"))
         return None
     if not (day and clock) or any(e["field"] in ("starts_on", "starts_time") for e in errors):

@@ -25,7 +25,6 @@ from email.message import Message
 from itertools import chain
 from typing import Annotated, Any
 from uuid import UUID
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import anyio.from_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -39,6 +38,7 @@ from app.core.crypto import constant_time_equal
 from app.core.errors import BadRequest, DomainError, Invalid, NotFound, PayloadTooLarge
 from app.core.middleware import LimitRule
 from app.core.storage import get_storage
+from app.core.timezones import iana_zone
 from app.dashboard.auth import (
     DashboardRoute,
     FormRefused,
@@ -286,8 +286,8 @@ def _captured_at(r: FormReader, errors: list[dict[str, str]]) -> str:
                                                             "leave the date empty too"})
         return ""
     try:
-        zone = ZoneInfo(zone_name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
+        zone = iana_zone(zone_name or "UTC")
+    except ValueError:
         errors.append({"field": "captured_zone", "message": "not an IANA time zone name"})
         return ""
     return datetime.combine(parsed_day, parsed_time, tzinfo=zone).isoformat()

@@ -686,6 +686,9 @@ def test_court_dates_are_kept_in_the_courts_time_zone(web, db, agency) -> None:
     zone = web.post(f"{path}/new", data={"csrf_token": token, **hearing,
                                          "time_zone": "Mars/Olympus_Mons"})
     assert field_error(zone.text, "time_zone") == "not an IANA time zone name"
+    machine = web.post(f"{path}/new", data={"csrf_token": token, **hearing,
+                                            "time_zone": "localtime"})
+    assert field_error(machine.text, "time_zone") == "not an IANA time zone name"
     assert count(db, CourtDate, client_id=agency["client"].id) == 0
     hearing["starts_time"] = "09:30"
     created = web.post(f"{path}/new", data={"csrf_token": token, **hearing})
