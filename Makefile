@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench.clients
 	$(BIN)/python -m tests.bench.evidence
 	$(BIN)/python -m tests.bench.resources
+	$(BIN)/python -m tests.bench.referrals
 
 lint: $(STAMP)
 	$(BIN)/ruff check app workers migrations tests
