@@ -342,7 +342,7 @@ def _search_keys(db: Session, ids: list[UUID]) -> dict[UUID, int]:
     keys: dict[UUID, int] = {}
     for chunk in _chunks(ids):
         keys.update(db.execute(sa.select(_FTS_KEY.c.resource_id, _FTS_KEY.c.rowid)
-                               .where(_FTS_KEY.c.resource_id.in_(chunk))).tuples().all())
+                               .where(_FTS_KEY.c.resource_id.in_(chunk))).all())
     return keys
 
 
