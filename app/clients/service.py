@@ -19,6 +19,7 @@ from app.clients.models import BreakGlassGrant, CaseNumberCounter, Client, Clien
 from app.core import audit, keys
 from app.core.access import Actor, require
 from app.core.errors import Invalid, NotFound
+from app.core.timezones import iana_zone
 from app.db import utcnow
 from app.identity.models import Role, StaffUser
 from app.notifications import service as notifications
@@ -167,8 +168,6 @@ def _check_date_of_birth(value: str | None) -> str | None:
 def _check_safe_contact(value: dict[str, Any] | None) -> None:
     if not value:
         return
-    from app.core.timezones import iana_zone
-
     try:
         iana_zone(value.get("time_zone") or "UTC")
     except ValueError as exc:
