@@ -13,8 +13,9 @@ from app.core import access
 from app.core.pagination import Page, PageParamsDep, SortKey, paginate
 from app.db import SessionDep, UnitOfWorkRoute
 from app.identity.deps import CurrentActor
-from app.referrals import schemas, service
+from app.referrals import schemas, service, shapes
 from app.referrals.models import Referral
+from app.referrals.shapes import partner_out, partner_summary, staff_out, summary
 
 router = APIRouter(prefix="/api/v1", tags=["referrals"], route_class=UnitOfWorkRoute)
 PROBLEM = {"content": {"application/problem+json": {}}}
@@ -32,70 +33,6 @@ def _json(model: BaseModel) -> Response:
     return Response(content=model.model_dump_json(), media_type="application/json")
 
 
-def _handoff(handoff: service.Handoff | None) -> schemas.HandoffOut | None:
-    if handoff is None:
-        return None
-    window = (schemas.CallWindowOut(**handoff.call_window) if handoff.call_window else None)
-    return schemas.HandoffOut(code_word=handoff.code_word, call_window=window,
-                              note=handoff.note)
-
-
-def _recipient(referral: Referral) -> schemas.RecipientOut:
-    return schemas.RecipientOut(
-        resource_id=referral.resource_id, name=referral.recipient_name,
-        org_id=referral.recipient_org_id, partner_app_id=referral.recipient_app_id,
-        release_names="partner_app" if service.release_names_app(referral)
-        else "agency_name")
-
-
-def _withheld(disclosure: service.Disclosure) -> list[schemas.WithheldOut]:
-    return [schemas.WithheldOut(category=c, reason=r) for c, r in disclosure.withheld]
-
-
-def _summary(referral: Referral) -> schemas.ReferralSummary:
-    return schemas.ReferralSummary(
-        id=referral.id, client_id=referral.client_id, resource_id=referral.resource_id,
-        recipient_app_id=referral.recipient_app_id, status=referral.status,
-        categories=list(referral.categories), created_at=referral.created_at,
-        sent_at=referral.sent_at, updated_at=referral.updated_at)
-
-
-def _out(record: service.ReferralRecord) -> schemas.ReferralOut:
-    r = record.referral
-    return schemas.ReferralOut(
-        **_summary(r).model_dump(), recipient=_recipient(r), handoff=_handoff(record.handoff),
-        created_by=r.created_by, sent_by=r.sent_by,
-        disclosure=schemas.DisclosureOut(shared=list(record.disclosure.shared),
-                                         withheld=_withheld(record.disclosure)),
-        history=[schemas.TransitionOut(from_status=t.from_status, to_status=t.to_status,
-                                       actor_type=t.actor_type, actor_id=t.actor_id, at=t.at,
-                                       reason=reason) for t, reason in record.history],
-        notes=[schemas.NoteOut(id=n.id, author_type=n.author_type, author_id=n.author_id,
-                               body=body, created_at=n.created_at)
-               for n, body in record.notes])
-
-
-def _partner_summary(referral: Referral) -> schemas.PartnerReferralSummary:
-    return schemas.PartnerReferralSummary(
-        id=referral.id, resource_id=referral.resource_id, status=referral.status,
-        sent_at=referral.sent_at, updated_at=referral.updated_at)
-
-
-def _partner_out(view: service.PartnerView) -> schemas.PartnerReferralOut:
-    r = view.referral
-    return schemas.PartnerReferralOut(
-        **_partner_summary(r).model_dump(),
-        sender=schemas.SenderOut(org_id=r.org_id, name=view.sender_name),
-        handoff=_handoff(view.handoff), shared_categories=list(view.disclosure.shared),
-        client=schemas.DisclosedClient.model_validate(view.client),
-        history=[schemas.PartnerTransitionOut(
-            from_status=t.from_status, to_status=t.to_status,
-            by="recipient" if t.actor_type == "partner_app" else "agency", at=t.at,
-            reason=reason) for t, reason in view.history],
-        notes=[schemas.PartnerNoteOut(id=n.id, body=body, created_at=n.created_at)
-               for n, body in view.notes])
-
-
 # --- routes -------------------------------------------------------------------------------
 
 
@@ -107,7 +44,7 @@ def create_referral(body: schemas.ReferralCreate, actor: CurrentActor,
     shared only where a release of information allows it, checked at every disclosure;
     without one the referral is a warm handoff carrying no personal data."""
     access.require_client_staff(actor)
-    return _out(service.create_referral(
+    return staff_out(service.create_referral(
         db, actor, client_id=body.client_id, resource_id=body.resource_id,
         categories=list(body.categories), reason=body.reason,
         handoff=body.handoff.model_dump() if body.handoff else None))
@@ -143,7 +80,7 @@ def list_referrals(actor: CurrentActor, db: SessionDep, page: PageParamsDep,
                                  keys=[SortKey(Referral.created_at, descending=True),
                                        SortKey(Referral.id, descending=True)], params=page)
     service.audit_listing(db, actor, rows)
-    return _json(Page[schemas.ReferralSummary](items=[_summary(r) for r in rows],
+    return _json(Page[schemas.ReferralSummary](items=[summary(r) for r in rows],
                                                next_cursor=next_cursor))
 
 
@@ -154,9 +91,9 @@ def get_referral(referral_id: UUID, actor: CurrentActor, db: SessionDep) -> Any:
     receives now). A partner app: the referral as consent allows it at this moment — each
     read asks again, and each release that lets data through is named in the audit."""
     if actor.is_partner:
-        return _json(_partner_out(service.read_as_partner(db, actor, referral_id)))
+        return _json(partner_out(service.read_as_partner(db, actor, referral_id)))
     access.require_client_staff(actor)
-    return _json(_out(service.read_referral(db, actor, referral_id)))
+    return _json(staff_out(service.read_referral(db, actor, referral_id)))
 
 
 @router.get("/referrals/{referral_id}/preview", response_model=schemas.ReferralPreview,
@@ -166,10 +103,7 @@ def preview_referral(referral_id: UUID, actor: CurrentActor,
     """Exactly what the recipient sees now (a draft: would see once sent), and each
     requested category withheld with the reason."""
     access.require_client_staff(actor)
-    view = service.preview(db, actor, referral_id)
-    return schemas.ReferralPreview(recipient=_recipient(view.referral),
-                                   as_recipient_sees=_partner_out(view),
-                                   withheld=_withheld(view.disclosure))
+    return shapes.preview(service.preview(db, actor, referral_id))
 
 
 @router.post("/referrals/{referral_id}/send", response_model=schemas.ReferralOut,
@@ -179,7 +113,7 @@ def send_referral(referral_id: UUID, body: schemas.TransitionIn, actor: CurrentA
     """Send a draft. ``disclosure`` says which requested categories the recipient receives
     now and which are withheld (no release, expired, revoked, not covered)."""
     access.require_client_staff(actor)
-    return _out(service.send_referral(db, actor, referral_id, reason=body.reason))
+    return staff_out(service.send_referral(db, actor, referral_id, reason=body.reason))
 
 
 @router.post("/referrals/{referral_id}/withdraw", response_model=schemas.ReferralOut,
@@ -188,7 +122,7 @@ def withdraw_referral(referral_id: UUID, body: schemas.TransitionIn, actor: Curr
                       db: SessionDep) -> schemas.ReferralOut:
     """Withdraw a draft, sent or accepted referral (the sending agency)."""
     access.require_client_staff(actor)
-    return _out(service.withdraw_referral(db, actor, referral_id, reason=body.reason))
+    return staff_out(service.withdraw_referral(db, actor, referral_id, reason=body.reason))
 
 
 def _answer(action: str, referral_id: UUID, body: schemas.TransitionIn, actor: Any,
@@ -197,8 +131,8 @@ def _answer(action: str, referral_id: UUID, body: schemas.TransitionIn, actor: A
         access.require_client_staff(actor)
     referral = service.answer_referral(db, actor, referral_id, action, reason=body.reason)
     if actor.is_partner:
-        return _json(_partner_summary(referral))
-    return _json(_out(service.staff_record(db, referral)))
+        return _json(partner_summary(referral))
+    return _json(staff_out(service.staff_record(db, referral)))
 
 
 ANSWER_MODEL = schemas.ReferralOut | schemas.PartnerReferralSummary

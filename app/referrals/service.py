@@ -196,16 +196,53 @@ def _categories(categories: list[str]) -> list[str]:
     return [c for c in CATEGORIES if c in categories]  # canonical order, no duplicates
 
 
+def _names_app(org_id: UUID, recipient_app_id: UUID | None, recipient_org_id: UUID) -> bool:
+    return recipient_app_id is not None and recipient_org_id == org_id
+
+
 def release_names_app(referral: Referral) -> bool:
     """A release names a partner app only of the client's own agency; any other
     recipient is named by the agency's name (consents.record_release)."""
-    return referral.recipient_app_id is not None and referral.recipient_org_id == referral.org_id
+    return _names_app(referral.org_id, referral.recipient_app_id, referral.recipient_org_id)
 
 
 def _recipient_kwargs(referral: Referral) -> dict[str, Any]:
     if release_names_app(referral):
         return {"recipient_app_id": referral.recipient_app_id}
     return {"recipient_name": referral.recipient_name}
+
+
+@dataclass
+class ConsentOptions:
+    """Before a referral is drafted: per category a referral can carry, what
+    ``consents.may_disclose`` answers now for the recipient the referral would name."""
+
+    resource: Any
+    release_names_app: bool
+    decisions: dict[str, consents.Decision]
+
+    @property
+    def covered(self) -> dict[str, UUID]:
+        return {c: d.consent_id for c, d in self.decisions.items()
+                if d.allowed and d.consent_id is not None}
+
+
+def consent_options(db: Session, actor: Actor, *, client_id: UUID,
+                    resource_id: UUID) -> ConsentOptions:
+    """Which data categories a release in force would let through, now, to the recipient
+    of a referral of this client to this listing (the same recipient and the same check
+    as every later disclosure), so staff choose only among those. Staff who may write
+    the client; a listing whose partner app is disabled is refused as at drafting."""
+    client = clients.get_client(db, actor, client_id, for_write=True)
+    resource = resources.get_resource(db, actor, resource_id)
+    app_id, recipient_org = _recipient_of(db, resource)
+    names_app = _names_app(client.org_id, app_id, recipient_org)
+    recipient = ({"recipient_app_id": app_id} if names_app
+                 else {"recipient_name": resource.name})
+    return ConsentOptions(resource, names_app, {
+        category: consents.may_disclose(db, client_id=client.id, category=category,
+                                        **recipient)
+        for category in CATEGORIES})
 
 
 def _touch(referral: Referral) -> None:
@@ -578,10 +615,11 @@ def _notify_sender(db: Session, actor: Actor, referral: Referral, kind: str) -> 
 
 
 def _emit(db: Session, referral: Referral, event_type: str) -> None:
-    """A webhook event (type and id only) for the recipient's partner apps, if any."""
+    """A webhook event (type and id only) for the recipient's partner app, if any: its
+    endpoints alone, not those of the recipient agency's other apps."""
     if referral.recipient_app_id is not None:
-        webhooks.emit(db, org_id=referral.recipient_org_id, event_type=event_type,
-                      subject_id=referral.id)
+        webhooks.emit(db, org_id=referral.recipient_org_id, app_id=referral.recipient_app_id,
+                      event_type=event_type, subject_id=referral.id)
 
 
 def _move(db: Session, actor: Actor, referral: Referral, to_status: str,

@@ -212,28 +212,33 @@ def rotate_secret(db: Session, actor: Actor, endpoint_id: UUID) -> tuple[Webhook
 # --- events --------------------------------------------------------------------------------
 
 
-def subscribed_endpoints(db: Session, *, org_id: UUID, event_type: str) -> list[WebhookEndpoint]:
-    """Active endpoints of the org's active partner apps that asked for ``event_type``."""
+def subscribed_endpoints(db: Session, *, org_id: UUID, app_id: UUID,
+                         event_type: str) -> list[WebhookEndpoint]:
+    """Active endpoints of one active partner app of the org that asked for
+    ``event_type``."""
     rows = db.scalars(
         sa.select(WebhookEndpoint)
         .join(PartnerApp, PartnerApp.id == WebhookEndpoint.app_id)
-        .where(WebhookEndpoint.org_id == org_id, WebhookEndpoint.is_active.is_(True),
-               WebhookEndpoint.deleted_at.is_(None), PartnerApp.is_active.is_(True),
-               PartnerApp.org_id == org_id)
+        .where(WebhookEndpoint.org_id == org_id, WebhookEndpoint.app_id == app_id,
+               WebhookEndpoint.is_active.is_(True), WebhookEndpoint.deleted_at.is_(None),
+               PartnerApp.is_active.is_(True), PartnerApp.org_id == org_id)
         .order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
     ).all()
     return [row for row in rows if event_type in row.event_types.split()]
 
 
-def emit(db: Session, *, org_id: UUID, event_type: str, subject_id: UUID) -> None:
-    """Record one event and a pending delivery per subscribed endpoint of the org's partner
-    apps; the deliveries are sent by Celery once the caller's transaction commits."""
+def emit(db: Session, *, org_id: UUID, app_id: UUID, event_type: str,
+         subject_id: UUID) -> None:
+    """Record one event and a pending delivery per subscribed endpoint of ``app_id``, the
+    partner app the subject concerns (a referral's recipient) — never another app of the
+    org, which has no business knowing the subject exists. The deliveries are sent by
+    Celery once the caller's transaction commits."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown webhook event type {event_type!r}")
     event = WebhookEvent(org_id=org_id, event_type=event_type, subject_id=subject_id,
                          occurred_at=utcnow())
     db.add(event)
-    endpoints = subscribed_endpoints(db, org_id=org_id, event_type=event_type)
+    endpoints = subscribed_endpoints(db, org_id=org_id, app_id=app_id, event_type=event_type)
     deliveries = [WebhookDelivery(org_id=org_id, endpoint_id=endpoint.id, event_id=event.id,
                                   next_attempt_at=event.occurred_at)
                   for endpoint in endpoints]
@@ -460,7 +465,11 @@ def replay_delivery(db: Session, actor: Actor, endpoint_id: UUID,
                     delivery_id: UUID) -> DeliveryRecord:
     """Send a delivery again (a new attempt with the same ``webhook-id``), whatever became
     of it; refused while an attempt is in flight or the endpoint is disabled."""
-    endpoint = get_endpoint(db, actor, endpoint_id)
+    return _replay(db, actor, get_endpoint(db, actor, endpoint_id), delivery_id)
+
+
+def _replay(db: Session, actor: Actor, endpoint: WebhookEndpoint,
+            delivery_id: UUID) -> DeliveryRecord:
     delivery = db.scalars(sa.select(WebhookDelivery).where(
         WebhookDelivery.id == delivery_id, WebhookDelivery.endpoint_id == endpoint.id,
         WebhookDelivery.org_id == actor.org_id)).first()
@@ -485,3 +494,64 @@ def replay_delivery(db: Session, actor: Actor, endpoint_id: UUID,
     audit.record(db, actor, "webhook_delivery.replayed", delivery)
     enqueue_after_commit(db, DELIVER_TASK, delivery.id)
     return _records(db, [delivery])[0]
+
+
+# --- what the agency's admins see ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EndpointDeliveries:
+    endpoint: WebhookEndpoint
+    deliveries: list[DeliveryRecord]
+
+
+def _app_of_agency(db: Session, actor: Actor, app_id: UUID) -> PartnerApp:
+    """A partner app of the admin's own agency (staff with ``partner_apps:manage``); any
+    other app is not found."""
+    access.require_user(actor)
+    access.require(actor, "partner_apps:manage")
+    app = db.scalar(access.in_org(sa.select(PartnerApp), PartnerApp, actor)
+                    .where(PartnerApp.id == app_id))
+    if app is None:
+        raise NotFound("No such partner app.")
+    return app
+
+
+def app_webhooks(db: Session, actor: Actor, app_id: UUID, *,
+                 per_endpoint: int = 20) -> tuple[PartnerApp, list[EndpointDeliveries]]:
+    """For the agency's admins: a partner app's endpoints (never their secrets), oldest
+    first, each with its newest deliveries and their attempts. Ids, types and states
+    only: nothing here names a client."""
+    app = _app_of_agency(db, actor, app_id)
+    endpoints = db.scalars(
+        sa.select(WebhookEndpoint)
+        .where(WebhookEndpoint.org_id == actor.org_id, WebhookEndpoint.app_id == app.id,
+               WebhookEndpoint.deleted_at.is_(None))
+        .order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)).all()
+    found = []
+    for endpoint in endpoints:
+        rows = list(db.scalars(
+            sa.select(WebhookDelivery)
+            .where(WebhookDelivery.endpoint_id == endpoint.id,
+                   WebhookDelivery.org_id == actor.org_id)
+            .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+            .limit(per_endpoint)
+            # Claims and results are written by Core statements: never serve a stale copy.
+            .execution_options(populate_existing=True)))
+        found.append(EndpointDeliveries(endpoint, _records(db, rows)))
+    return app, found
+
+
+def replay_for_app(db: Session, actor: Actor, app_id: UUID, endpoint_id: UUID,
+                   delivery_id: UUID) -> DeliveryRecord:
+    """An admin of the agency sends one of its partner app's deliveries again, as the app
+    itself could (same rules); refused while the app is disabled."""
+    app = _app_of_agency(db, actor, app_id)
+    endpoint = db.scalar(sa.select(WebhookEndpoint).where(
+        WebhookEndpoint.id == endpoint_id, WebhookEndpoint.app_id == app.id,
+        WebhookEndpoint.org_id == actor.org_id, WebhookEndpoint.deleted_at.is_(None)))
+    if endpoint is None:
+        raise NotFound("No such webhook endpoint.")
+    if not app.is_active:
+        raise Conflict("This partner app is disabled: enable it before replaying a delivery.")
+    return _replay(db, actor, endpoint, delivery_id)

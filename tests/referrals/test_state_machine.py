@@ -12,7 +12,8 @@ from app.core.audit import AuditEvent
 from app.notifications.models import Notification
 from app.referrals.models import Referral, ReferralTransition
 from app.referrals.service import ACTIONS, TRANSITIONS
-from app.webhooks.models import WebhookEvent
+from app.webhooks import service as webhooks
+from app.webhooks.models import WebhookDelivery, WebhookEvent
 from tests.referrals.factories import Directory, get, post, referral
 from tests.support.privacy import assert_not_stored
 
@@ -147,6 +148,26 @@ def test_webhook_events_carry_type_and_id(client, d: Directory, db: Session) -> 
     assert [e.event_type for e in events] == ["referral.sent", "referral.updated",
                                               "referral.updated"]
     assert {e.org_id for e in events} == {d.org.id}
+
+
+def test_referral_events_go_only_to_the_recipient_apps_endpoints(
+        client, d: Directory, db: Session) -> None:
+    """The agency's other partner app (legal aid) has an endpoint too, subscribed to
+    everything: a referral to the shelter is none of its business, not even its id."""
+    endpoints = {}
+    for name in ("shelter_app", "legal_app"):
+        endpoints[name], _ = webhooks.create_endpoint(
+            db, d.partner(name), url="https://93.184.215.14/hooks/advocase",
+            event_types=list(webhooks.EVENT_TYPES))
+    db.commit()
+    referral_id = referral(db, d, listing="shelter", status="sent")
+    post(client, f"/api/v1/referrals/{referral_id}/accept", d.app())
+    events = db.scalars(sa.select(WebhookEvent.id).where(
+        WebhookEvent.subject_id == referral_id)).all()
+    assert len(events) == 2
+    reached = db.scalars(sa.select(WebhookDelivery.endpoint_id).where(
+        WebhookDelivery.event_id.in_(events))).all()
+    assert sorted(reached) == [endpoints["shelter_app"].id] * 2
 
 
 def test_no_webhook_for_a_listing_without_an_app_or_a_withdrawn_draft(

@@ -203,11 +203,15 @@ def subscribe(engine: Engine | None, url: str,
         return Subscriber(org.id, app.id, endpoint.id, secret)
 
 
-def emit_committed(engine: Engine | None, org_id: UUID, event_type: str = "referral.sent",
+def emit_committed(engine: Engine | None, subscriber: Subscriber,
+                   event_type: str = "referral.sent",
                    subject_id: UUID | None = None) -> list[UUID]:
-    """Emit an event in a committed unit of work; the ids of the deliveries it made."""
+    """Emit an event for the subscriber's app in a committed unit of work; the ids of the
+    deliveries it made."""
+    org_id = subscriber.org_id
     with unit_of_work(engine) as db:
-        service.emit(db, org_id=org_id, event_type=event_type, subject_id=subject_id or uuid4())
+        service.emit(db, org_id=org_id, app_id=subscriber.app_id, event_type=event_type,
+                     subject_id=subject_id or uuid4())
         event_id = db.scalars(sa.select(WebhookEvent.id).where(WebhookEvent.org_id == org_id)
                               .order_by(WebhookEvent.occurred_at.desc())).first()
         return list(db.scalars(sa.select(WebhookDelivery.id)

@@ -119,7 +119,8 @@ def test_another_apps_endpoints_are_not_found(client: TestClient, db: Session, p
     for owner in (neighbour, stranger):
         endpoint, _ = service.create_endpoint(db, partner_actor(owner), url=PUBLIC,
                                               event_types=["referral.sent"])
-        service.emit(db, org_id=owner.org_id, event_type="referral.sent", subject_id=uuid4())
+        service.emit(db, org_id=owner.org_id, app_id=owner.id, event_type="referral.sent",
+                     subject_id=uuid4())
         delivery_id = db.scalars(sa.select(WebhookDelivery.id)
                                  .where(WebhookDelivery.endpoint_id == endpoint.id)).one()
         db.commit()
@@ -231,7 +232,7 @@ def test_rotating_the_secret_shows_a_new_one_once(client: TestClient, db: Sessio
     assert client.get(f"{API}/{created['id']}", headers=headers).json()["secret_rotated_at"]
 
 
-def test_emit_makes_one_delivery_per_subscribed_active_endpoint(
+def test_emit_makes_one_delivery_per_subscribed_active_endpoint_of_the_app(
         db: Session, sent_tasks) -> None:
     org, other_org = make_org(db), make_org(db)
     app, second_app, foreign_app = make_partner(db, org), make_partner(db, org), \
@@ -242,7 +243,8 @@ def test_emit_makes_one_delivery_per_subscribed_active_endpoint(
                                        event_types=types)[0]
 
     sent = endpoint(app, ["referral.sent"])
-    every = endpoint(second_app, list(service.EVENT_TYPES))
+    every = endpoint(app, list(service.EVENT_TYPES))
+    endpoint(second_app, list(service.EVENT_TYPES))          # the agency's other app
     endpoint(app, ["referral.updated"])                       # not subscribed to this type
     paused = endpoint(app, ["referral.sent"])
     service.update_endpoint(db, partner_actor(app), paused.id, is_active=False)
@@ -253,7 +255,8 @@ def test_emit_makes_one_delivery_per_subscribed_active_endpoint(
     db.flush()
 
     referral_id = uuid4()
-    service.emit(db, org_id=org.id, event_type="referral.sent", subject_id=referral_id)
+    service.emit(db, org_id=org.id, app_id=app.id, event_type="referral.sent",
+                 subject_id=referral_id)
     event = db.scalars(sa.select(WebhookEvent).where(WebhookEvent.org_id == org.id)).one()
     assert (event.event_type, event.subject_id) == ("referral.sent", referral_id)
     deliveries = db.scalars(sa.select(WebhookDelivery)
@@ -265,17 +268,28 @@ def test_emit_makes_one_delivery_per_subscribed_active_endpoint(
     assert sorted(args[0] for _, args, _ in sent_tasks) == sorted(str(d.id) for d in deliveries)
     assert {name for name, _, _ in sent_tasks} == {service.DELIVER_TASK}
 
+    # A disabled app, or an app of another agency named with this one, gets nothing.
+    for owner in (disabled_app, foreign_app):
+        service.emit(db, org_id=org.id, app_id=owner.id, event_type="referral.sent",
+                     subject_id=uuid4())
+    events = db.scalars(sa.select(WebhookEvent.id).where(WebhookEvent.org_id == org.id)).all()
+    assert db.scalar(sa.select(sa.func.count()).select_from(WebhookDelivery)
+                     .where(WebhookDelivery.event_id.in_(events))) == len(deliveries)
+
 
 def test_a_rolled_back_emit_sends_nothing(db: Session, sent_tasks) -> None:
     org = make_org(db)
-    service.create_endpoint(db, partner_actor(make_partner(db, org)), url=PUBLIC,
+    app = make_partner(db, org)
+    service.create_endpoint(db, partner_actor(app), url=PUBLIC,
                             event_types=["referral.sent"])
     db.commit()
-    service.emit(db, org_id=org.id, event_type="referral.sent", subject_id=uuid4())
+    service.emit(db, org_id=org.id, app_id=app.id, event_type="referral.sent",
+                 subject_id=uuid4())
     db.rollback()
     assert sent_tasks == []
     with pytest.raises(ValueError, match="unknown webhook event type"):
-        service.emit(db, org_id=org.id, event_type="referral.read", subject_id=uuid4())
+        service.emit(db, org_id=org.id, app_id=app.id, event_type="referral.read",
+                     subject_id=uuid4())
 
 
 def test_the_payload_names_ids_only() -> None:
@@ -295,7 +309,8 @@ def test_deliveries_are_listed_with_attempts_and_replayed(
     org, app, headers = partner
     endpoint, _ = service.create_endpoint(db, partner_actor(app), url=PUBLIC,
                                           event_types=["referral.sent"])
-    service.emit(db, org_id=org.id, event_type="referral.sent", subject_id=uuid4())
+    service.emit(db, org_id=org.id, app_id=app.id, event_type="referral.sent",
+                 subject_id=uuid4())
     delivery = db.scalars(sa.select(WebhookDelivery)
                           .where(WebhookDelivery.endpoint_id == endpoint.id)).one()
     claim = service.claim_delivery(db, delivery.id)
@@ -336,7 +351,8 @@ def test_deleting_an_endpoint_fails_its_waiting_deliveries(
     org, app, headers = partner
     endpoint, _ = service.create_endpoint(db, partner_actor(app), url=PUBLIC,
                                           event_types=["referral.sent"])
-    service.emit(db, org_id=org.id, event_type="referral.sent", subject_id=uuid4())
+    service.emit(db, org_id=org.id, app_id=app.id, event_type="referral.sent",
+                 subject_id=uuid4())
     assert client.delete(f"{API}/{endpoint.id}", headers=headers).status_code == 204
     delivery = db.scalars(sa.select(WebhookDelivery)
                           .where(WebhookDelivery.endpoint_id == endpoint.id)).one()

@@ -41,7 +41,8 @@ def a_delivery(engine: Engine, sent_tasks: list) -> UUID:
         app = make_partner(db, org)
         service.create_endpoint(db, partner_actor(app), url=PUBLIC,
                                 event_types=["referral.sent"])
-        service.emit(db, org_id=org.id, event_type="referral.sent", subject_id=uuid4())
+        service.emit(db, org_id=org.id, app_id=app.id, event_type="referral.sent",
+                     subject_id=uuid4())
     sent_tasks.clear()
     with unit_of_work(engine, reading=True) as db:
         return db.scalars(sa.select(WebhookDelivery.id)

@@ -67,7 +67,7 @@ def subscriber(engine: Engine, local_targets, receiver, committed):
 def test_a_delivery_is_signed_as_documented(engine: Engine, subscriber, receiver,
                                             sent_tasks) -> None:
     referral_id = uuid4()
-    [delivery_id] = emit_committed(engine, subscriber.org_id, "referral.sent", referral_id)
+    [delivery_id] = emit_committed(engine, subscriber, "referral.sent", referral_id)
     assert run_sent(sent_tasks) == ["succeeded"]
 
     [request] = receiver.requests
@@ -97,7 +97,7 @@ def test_a_delivery_is_signed_as_documented(engine: Engine, subscriber, receiver
 def test_fails_twice_then_succeeds_exactly_once(engine: Engine, subscriber, receiver,
                                                 sent_tasks) -> None:
     receiver.script = [500, 503]
-    [delivery_id] = emit_committed(engine, subscriber.org_id)
+    [delivery_id] = emit_committed(engine, subscriber)
 
     assert run_sent(sent_tasks) == ["pending"]
     first = delivery_row(engine, delivery_id)
@@ -135,7 +135,7 @@ def test_retries_last_more_than_a_day_then_the_delivery_fails(
         engine: Engine, subscriber, receiver) -> None:
     """Driven with a moved clock: each attempt happens when the previous one said."""
     receiver.then = 500
-    [delivery_id] = emit_committed(engine, subscriber.org_id)
+    [delivery_id] = emit_committed(engine, subscriber)
     clock = utcnow()
     started = clock
     waits = []
@@ -170,7 +170,7 @@ def test_retries_last_more_than_a_day_then_the_delivery_fails(
 
 def test_a_replay_sends_again_with_the_same_webhook_id(engine: Engine, subscriber, receiver,
                                                        sent_tasks) -> None:
-    [delivery_id] = emit_committed(engine, subscriber.org_id)
+    [delivery_id] = emit_committed(engine, subscriber)
     assert run_sent(sent_tasks) == ["succeeded"]
     from app.identity.models import PartnerApp
     from tests.webhooks.conftest import partner_actor
@@ -195,7 +195,7 @@ def test_a_rotated_secret_signs_the_next_attempt(engine: Engine, subscriber, rec
     with unit_of_work(engine) as db:
         app = db.get(PartnerApp, subscriber.app_id)
         _, new_secret = service.rotate_secret(db, partner_actor(app), subscriber.endpoint_id)
-    emit_committed(engine, subscriber.org_id)
+    emit_committed(engine, subscriber)
     run_sent(sent_tasks)
     [request] = receiver.requests
     assert verify_standard_webhook(new_secret, request.headers, request.body)
@@ -204,7 +204,7 @@ def test_a_rotated_secret_signs_the_next_attempt(engine: Engine, subscriber, rec
 
 def test_redirects_are_not_followed(engine: Engine, subscriber, receiver, sent_tasks) -> None:
     receiver.script = ["redirect"]
-    [delivery_id] = emit_committed(engine, subscriber.org_id)
+    [delivery_id] = emit_committed(engine, subscriber)
     assert run_sent(sent_tasks) == ["pending"]
     assert [r.path for r in receiver.requests] == ["/hooks/advocase"]
     [attempt] = attempts_of(engine, delivery_id)
@@ -220,7 +220,7 @@ def test_a_disabled_endpoint_waits_and_a_deleted_one_stops(engine: Engine, subsc
         actor = partner_actor(db.get(PartnerApp, subscriber.app_id))
         service.update_endpoint(db, actor, subscriber.endpoint_id, is_active=True)
     receiver.script = [500]
-    [delivery_id] = emit_committed(engine, subscriber.org_id)
+    [delivery_id] = emit_committed(engine, subscriber)
     assert run_sent(sent_tasks) == ["pending"]
     with unit_of_work(engine) as db:
         service.update_endpoint(db, actor, subscriber.endpoint_id, is_active=False)
@@ -250,7 +250,7 @@ def test_the_connection_goes_to_the_address_that_was_checked(
     monkeypatch.setattr(targets, "resolve_addresses", resolver)
     made = subscribe(engine, f"http://partner-receiver.invalid:{receiver.port}/hooks/advocase")
     committed.append(made.org_id)
-    emit_committed(engine, made.org_id)
+    emit_committed(engine, made)
     real_getaddrinfo = socket.getaddrinfo
 
     def numeric_only(host, *args, **kwargs):
@@ -274,7 +274,7 @@ def test_a_host_that_turns_private_after_registration_is_refused_at_send_time(
     monkeypatch.setattr(targets, "resolve_addresses", lambda host, port: answers["now"])
     made = subscribe(engine, f"http://rebinding.invalid:{receiver.port}/hooks/advocase")
     committed.append(made.org_id)
-    [delivery_id] = emit_committed(engine, made.org_id)
+    [delivery_id] = emit_committed(engine, made)
     answers["now"] = ["127.0.0.1"]
     assert run_sent(sent_tasks) == ["pending"]
     assert receiver.requests == []
@@ -328,7 +328,7 @@ def test_a_refused_connection_is_an_error_class_not_a_message(local_targets) -> 
 
 
 def test_task_arguments_are_ids_only(engine: Engine, subscriber, sent_tasks) -> None:
-    emit_committed(engine, subscriber.org_id)
+    emit_committed(engine, subscriber)
     tasks.enqueue_due_webhook_deliveries()
     assert sent_tasks
     for name, args, options in sent_tasks:

@@ -110,7 +110,7 @@ def test_a_worker_killed_mid_delivery_does_not_lose_the_event(
     deferred.set_sender(lambda name, args, options: worker.app.send_task(
         name, args=args, queue=victim.queue, **options))
     try:
-        [delivery_id] = emit_committed(engine, made.org_id)
+        [delivery_id] = emit_committed(engine, made)
     finally:
         deferred.set_sender(None)
     receiver.wait_for(1)
