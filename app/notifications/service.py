@@ -31,6 +31,16 @@ MESSAGES = {
     "reminder_held_email_unavailable": "A message to a client was held: email is not "
                                        "configured.",
     "reminder_held_client_closed": "A message to a client was held: the case is closed.",
+    # Referrals (app.referrals): the recipient answered a referral you sent, or wrote.
+    "referral_accepted": "A referral you sent was accepted by the receiving service.",
+    "referral_declined": "A referral you sent was declined by the receiving service.",
+    "referral_completed": "A referral you sent was completed by the receiving service.",
+    "referral_closed": "A referral you sent was closed by the receiving service without "
+                       "being completed.",
+    "referral_note": "The receiving service added a note to a referral you sent.",
+    # Evidence (app.evidence): the daily hash check found a file changed or unreadable.
+    "evidence_integrity_failed": "A piece of evidence failed its integrity check: the stored "
+                                 "file no longer matches its SHA-256 or cannot be read.",
 }
 
 
