@@ -2,6 +2,7 @@
 PostgreSQL.
 
     .venv/bin/python -m tests.bench.clients [--clients 100000] [--database-url URL]
+    .venv/bin/python -m tests.bench.clients --inprocess --clients 10000
 
 Targets (issue text): with 2 workers, ``GET /api/v1/clients/{id}`` (decrypting, auditing)
 and a caseload page of 50 answer with p99 under 50 ms and at least 25 % of the
@@ -37,6 +38,13 @@ default ``--connections``, plus a quarter as overflow), wrk waits up to 30 s for
 answer, and after every wrk run the harness waits until the database shows no request
 of the server still running: with the default pool (10 + 10) the server stalls under
 this load, for the reason given in ``POOL_NOTE`` below.
+
+``--inprocess`` replaces steps 3 and 4 by counts in one process, without a server or wrk
+(for a machine that cannot be given to a load test; a smaller ``--clients`` is enough):
+each scenario's requests go one at a time through the ASGI app, and each is counted —
+SQL statements, fields decrypted, wall and CPU time, and how long the agency's audit chain
+head row stayed locked — and the first caseload page's query is run under ``EXPLAIN
+ANALYZE`` as the advocate and as the supervisor.
 
 The staff tokens are issued in-process (a real session row and an ES256 token, as a
 sign-in makes them): supervisors must use MFA, which the benchmark does not automate.
@@ -233,7 +241,9 @@ def _finish(org_id: str, supervisor_id: str, advocate_id: str, clients_total: in
                                                                  last=clients_total))
     with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text("VACUUM ANALYZE"))
-    out: dict[str, Any] = {"tokens": {}}
+    out: dict[str, Any] = {"tokens": {}, "staff": {"advocate": advocate_id,
+                                                   "supervisor": supervisor_id,
+                                                   "org": org_id}}
     with unit_of_work() as db:
         for label, user_id in (("advocate", advocate_id), ("supervisor", supervisor_id)):
             user = db.get(StaffUser, UUID(user_id))
@@ -274,6 +284,7 @@ class Seeded:
     tokens: dict[str, str]
     seconds: float
     processes: int
+    staff: dict[str, str]
 
 
 def seed(env: dict[str, str], clients_total: int, caseload: int, processes: int) -> Seeded:
@@ -307,7 +318,8 @@ def seed(env: dict[str, str], clients_total: int, caseload: int, processes: int)
                                agency["advocate_ids"][0], clients_total,
                                year).result(timeout=600)
     return Seeded(clients_total, advocates, finished["caseload"], finished["agency_sample"],
-                  finished["tokens"], time.perf_counter() - start, processes)
+                  finished["tokens"], time.perf_counter() - start, processes,
+                  finished["staff"])
 
 
 # --- scenarios -----------------------------------------------------------------------------
@@ -546,6 +558,200 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+# --- in-process counts (--inprocess) -----------------------------------------------------
+
+INPROCESS_ROUNDS = 20
+_CHAIN_LOCK = re.compile(r"audit_chain_head\b.*\b(FOR UPDATE|DO UPDATE)\b", re.DOTALL)
+
+
+def _inprocess_scenarios(seeded: Seeded) -> list[dict[str, Any]]:
+    """What the wrk scenarios send, as (name, who, method, paths, bodies) to cycle over."""
+    own = seeded.caseload
+    search = "/api/v1/clients/search"
+    return [
+        {"name": "client read (advocate)", "who": "advocate", "method": "GET",
+         "paths": [f"/api/v1/clients/{c['id']}" for c in own], "bodies": None},
+        {"name": "caseload page of 50 (advocate)", "who": "advocate", "method": "GET",
+         "paths": ["/api/v1/clients?limit=50"], "bodies": None},
+        {"name": "caseload page of 50 (supervisor)", "who": "supervisor", "method": "GET",
+         "paths": ["/api/v1/clients?limit=50"], "bodies": None},
+        {"name": "name search, one hit (advocate)", "who": "advocate", "method": "POST",
+         "paths": [search], "bodies": [{"name": c["legal_name"]} for c in own]},
+        {"name": "name search, one hit (supervisor)", "who": "supervisor", "method": "POST",
+         "paths": [search], "bodies": [{"name": c["legal_name"]}
+                                       for c in seeded.agency_sample]},
+    ]
+
+
+def _count_requests(scenarios: list[dict[str, Any]], tokens: dict[str, str],
+                    rounds: int) -> list[dict[str, Any]]:
+    """Runs in a spawned process with the bench environment: every scenario's requests one
+    at a time through the ASGI app (no HTTP, no server), each counted: SQL statements,
+    fields decrypted, wall and CPU time, and how long the org's audit chain head row stayed
+    locked (from the statement that locks it to the commit). Medians of ``rounds``
+    requests after one unrecorded warm-up request."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from app.core import keys
+    from app.core.logging import configure_logging
+    from app.db import get_engine
+    from app.main import create_app
+    from app.settings import get_settings
+
+    configure_logging(get_settings(), "api")  # WARNING, as the served benchmark runs
+    tally: dict[str, Any] = {"statements": 0, "decrypted": 0, "locked_at": None,
+                             "locked_s": 0.0}
+
+    def statement(conn: Any, cursor: Any, text: str, parameters: Any, context: Any,
+                  executemany: bool) -> None:
+        tally["statements"] += 1
+        if tally["locked_at"] is None and _CHAIN_LOCK.search(text):
+            tally["locked_at"] = time.perf_counter()
+
+    def released(session: Any, *_: Any) -> None:
+        if tally["locked_at"] is not None:
+            tally["locked_s"] += time.perf_counter() - tally["locked_at"]
+            tally["locked_at"] = None
+
+    opening = keys.decrypt_field
+
+    def counted_decrypt(*args: Any, **kwargs: Any) -> Any:
+        tally["decrypted"] += 1
+        return opening(*args, **kwargs)
+
+    keys.decrypt_field = counted_decrypt  # decrypt_json opens through it too
+    event.listen(get_engine(), "before_cursor_execute", statement)
+    event.listen(Session, "after_commit", released)
+    event.listen(Session, "after_rollback", released)
+    results = []
+    with TestClient(create_app(), raise_server_exceptions=True) as web:
+        for scenario in scenarios:
+            headers = {"Authorization": f"Bearer {tokens[scenario['who']]}"}
+            samples: dict[str, list[float]] = {"statements": [], "decrypted": [],
+                                               "wall_ms": [], "cpu_ms": [], "locked_ms": []}
+            for i in range(rounds + 1):
+                path = scenario["paths"][i % len(scenario["paths"])]
+                bodies = scenario["bodies"]
+                body = bodies[i % len(bodies)] if bodies else None
+                tally.update(statements=0, decrypted=0, locked_at=None, locked_s=0.0)
+                wall, cpu = time.perf_counter(), time.process_time()
+                response = web.request(scenario["method"], path, headers=headers, json=body)
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                if response.status_code != 200 or (
+                        "items" in response.json() and not response.json()["items"]):
+                    raise ServerError(f"{scenario['name']}: HTTP {response.status_code}, "
+                                      "or nothing found; not counting")
+                if i == 0:
+                    continue  # the warm-up: the process's key caches fill here
+                samples["statements"].append(tally["statements"])
+                samples["decrypted"].append(tally["decrypted"])
+                samples["wall_ms"].append(wall * 1000)
+                samples["cpu_ms"].append(cpu * 1000)
+                samples["locked_ms"].append(tally["locked_s"] * 1000)
+            results.append({"scenario": scenario["name"]} | {
+                name: statistics.median(values) for name, values in samples.items()})
+    return results
+
+
+def _explain_first_pages(staff: dict[str, str], repeats: int = 5) -> list[dict[str, Any]]:
+    """EXPLAIN ANALYZE of the first caseload page's query as the API builds it, for the
+    advocate and the supervisor: the plan's first lines and the best execution time."""
+    from uuid import UUID
+
+    from app.clients import service as clients
+    from app.clients.models import Client
+    from app.core.access import Actor
+    from app.db import get_engine, unit_of_work
+
+    dialect = get_engine().dialect
+    out = []
+    with unit_of_work(reading=True) as db:
+        for who in ("advocate", "supervisor"):
+            actor = Actor(kind="user", id=UUID(staff[who]), org_id=UUID(staff["org"]),
+                          role=who)
+            query = clients.search_clients(actor, db=db).order_by(
+                Client.urgent.desc(), Client.created_at.desc(), Client.id).limit(51)
+            compiled = query.compile(dialect=dialect)
+            best, plan = float("inf"), []
+            for _ in range(repeats):
+                lines = list(db.connection().exec_driver_sql(
+                    "EXPLAIN (ANALYZE, COSTS OFF) " + str(compiled),
+                    compiled.params).scalars())
+                took = float(re.search(r"Execution Time: ([\d.]+) ms", lines[-1]).group(1))
+                if took < best:
+                    best, plan = took, lines
+            out.append({"who": who, "execution_ms": best,
+                        "plan": [line for line in plan if not line.startswith(
+                            ("Planning Time", "Execution Time"))][:8]})
+    return out
+
+
+def inprocess_table(results: list[dict[str, Any]]) -> str:
+    lines = ["| request | SQL statements | fields decrypted | wall ms | CPU ms (app) | "
+             "chain head locked ms |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        lines.append(f"| {r['scenario']} | {r['statements']:.0f} | {r['decrypted']:.0f} | "
+                     f"{r['wall_ms']:.1f} | {r['cpu_ms']:.1f} | {r['locked_ms']:.1f} |")
+    return "\n".join(lines)
+
+
+def run_inprocess(args: argparse.Namespace, argv: list[str]) -> int:
+    """Seed as the wrk run does, then count per request in-process instead of serving."""
+    from tests.support import services
+
+    url = args.database_url
+    try:
+        services.require_postgres(url)
+    except BaseException as exc:  # pytest's skip outside pytest: say it plainly
+        raise ServerError(f"PostgreSQL is not reachable at {sa.make_url(url).host}: start it "
+                          "or pass --database-url") from exc
+    command = shlex.join([".venv/bin/python", "-m", "tests.bench.clients", *argv])
+    print(f"machine: {len(os.sched_getaffinity(0))} cores; load average "
+          f"{os.getloadavg()[0]:.1f}")
+    print(f"command: {command}")
+    print(f"settings: {args.clients:,} clients, {args.caseload} per advocate; in-process, "
+          f"{INPROCESS_ROUNDS} requests per scenario after one warm-up", flush=True)
+    var_dir = Path(tempfile.mkdtemp(prefix="advocase-bench-clients-"))
+    try:
+        env = advocase_env(var_dir) | {"ADVOCASE_DATABASE_URL": url}
+        services.recreate_postgres_database(url)
+        print(f"migrate: {migrate(env, var_dir)}", flush=True)
+        print(f"seeding {args.clients:,} clients in {args.seed_processes} processes, "
+              f"{CHUNK:,} per transaction …", flush=True)
+        seeded = seed(env, args.clients, args.caseload, args.seed_processes)
+        print(f"  seeded in {seeded.seconds:.0f} s", flush=True)
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"),
+                                 initializer=_use_env, initargs=(env,)) as pool:
+            results = pool.submit(_count_requests, _inprocess_scenarios(seeded),
+                                  seeded.tokens, INPROCESS_ROUNDS).result(timeout=1800)
+            plans = pool.submit(_explain_first_pages, seeded.staff).result(timeout=600)
+    finally:
+        if not args.keep_database:
+            services.drop_postgres_database(url)
+        shutil.rmtree(var_dir, ignore_errors=True)
+    print()
+    print(inprocess_table(results))
+    for plan in plans:
+        print()
+        print(f"first caseload page ({plan['who']}), EXPLAIN ANALYZE best of 5: "
+              f"{plan['execution_ms']:.2f} ms")
+        for line in plan["plan"]:
+            print(f"    {line}")
+    if args.json:
+        document = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "command": command, "clients": args.clients, "caseload": args.caseload,
+                    "results": results, "explain": plans}
+        text = json.dumps(document, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
+            print(f"JSON written to {args.json}")
+    return 0
+
+
 # --- command line --------------------------------------------------------------------------
 
 
@@ -591,6 +797,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="leave the filled database for inspection")
     parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
                         help="also print the results as JSON (to FILE if given)")
+    parser.add_argument("--inprocess", action="store_true",
+                        help="no server and no wrk: seed, then count each scenario's SQL "
+                        "statements, decryptions, time and audit chain lock per request "
+                        "in-process, and EXPLAIN ANALYZE the first caseload pages")
     args = parser.parse_args(argv)
     url = sa.make_url(args.database_url)
     if url.get_backend_name() != "postgresql":
@@ -700,6 +910,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        if args.inprocess:
+            return run_inprocess(args, argv)
         return run(args, argv, ensure_wrk())
     except (WrkError, ServerError, ValueError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
