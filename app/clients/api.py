@@ -80,13 +80,11 @@ def _page(db: SessionDep, actor: access.Actor, page: Any, **criteria: Any) -> di
                                                                descending=True),
               SortKey(Client.id)], params=page)
     service.audit_listing(db, actor, rows)
-    items = []
-    for client in rows:
-        record = service.decrypt_record(db, actor, client)
-        items.append(schemas.ClientSummary(
-            id=client.id, case_number=client.case_number, status=client.status,
-            urgent=client.urgent, preferred_name=record.fields["preferred_name"],
-            created_at=client.created_at, updated_at=client.updated_at))
+    items = [schemas.ClientSummary(
+        id=listed.client.id, case_number=listed.client.case_number,
+        status=listed.client.status, urgent=listed.client.urgent,
+        preferred_name=listed.preferred_name, created_at=listed.client.created_at,
+        updated_at=listed.client.updated_at) for listed in service.list_page(db, actor, rows)]
     return {"items": items, "next_cursor": next_cursor}
 
 

@@ -128,6 +128,45 @@ def decrypt_record(db: Session, actor: Actor, client: Client) -> ClientRecord:
     return ClientRecord(client, values, assigned, _access_kind(db, actor, client))
 
 
+@dataclass
+class ListedClient:
+    """A client as a caseload page shows it: the preferred name is the only personal field
+    opened (the page shows no other), plus who works with the client when asked for."""
+
+    client: Client
+    preferred_name: str | None
+    assigned_user_ids: list[UUID] = field(default_factory=list)
+
+
+def _sealed(client: Client) -> bool:
+    return any(getattr(client, column) is not None for column in PERSONAL_FIELDS)
+
+
+def list_page(db: Session, actor: Actor, page: list[Client], *,
+              with_assignments: bool = False) -> list[ListedClient]:
+    """A page of clients for a listing, in a fixed number of queries whatever its size:
+    the page's data keys (and assignments, if asked) are read in one query each, then one
+    field per client is decrypted.
+
+    As on a read of the client: a destroyed key answers 404, and a name or key that does
+    not open raises :class:`keys.DecryptionError` (an integrity failure)."""
+    destroyed = keys.load_client_keys(db, org_id=actor.org_id,
+                                      client_ids=[c.id for c in page if _sealed(c)])
+    if destroyed:
+        raise NotFound("No such client.")
+    assigned: dict[UUID, list[UUID]] = {c.id: [] for c in page}
+    if with_assignments and page:
+        for client_id, user_id in db.execute(
+                sa.select(ClientAssignment.client_id, ClientAssignment.user_id)
+                .where(ClientAssignment.client_id.in_(list(assigned)))):
+            assigned[client_id].append(user_id)
+    try:
+        return [ListedClient(client, _open(db, client, "preferred_name"), assigned[client.id])
+                for client in page]
+    except keys.KeyDestroyed as exc:  # shredded between the two reads above
+        raise NotFound("No such client.") from exc
+
+
 # --- writing -----------------------------------------------------------------------------
 
 
@@ -263,6 +302,12 @@ def update_client(db: Session, actor: Actor, client_id: UUID, *, personal: dict[
         changed.append("assignments")
     client.updated_at = utcnow()
     db.flush()
+    if "status" in changed:
+        # Reminders build on clients, not the reverse: closing cancels the generated
+        # ones, reopening brings back those still ahead.
+        from app.reminders import rules as reminder_rules
+
+        reminder_rules.sync_client(db, client.id)
     audit.record(db, actor, "client.updated", client, details={"changed": ",".join(changed)[:200]})
     return decrypt_record(db, actor, client)
 
@@ -383,5 +428,8 @@ def purge_client(db: Session, actor: Actor, client_id: UUID) -> None:
 
     consents.forget_client(db, client.id)
     db.flush()
+    from app.reminders import rules as reminder_rules
+
+    reminder_rules.sync_client(db, client.id)  # nothing is left to remind anyone about
     audit.record(db, actor, "client.purged", client)
 

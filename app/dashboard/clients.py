@@ -248,9 +248,9 @@ def _caseload_page(request: Request, db: Session, signed: Signed, *,
     rows, next_cursor = _caseload_rows(
         db, clients.search_clients(signed.actor, db=db, **criteria), cursor)
     clients.audit_listing(db, signed.actor, rows)
-    records = [clients.decrypt_record(db, signed.actor, client) for client in rows]
+    records = clients.list_page(db, signed.actor, rows, with_assignments=True)
     names = _staff_names(db, signed, {uid for r in records for uid in r.assigned_user_ids})
-    listed = [CaseloadRow(r.client.id, r.client.case_number, r.fields["preferred_name"],
+    listed = [CaseloadRow(r.client.id, r.client.case_number, r.preferred_name,
                           r.client.status, r.client.urgent,
                           sorted(names.get(uid, "a former colleague")
                                  for uid in r.assigned_user_ids)) for r in records]
