@@ -36,6 +36,7 @@ REMINDER_EMAIL_TASK = "reminders.send_email"
 REMINDER_DIGEST_TASK = "reminders.send_digest"
 REMINDER_SWEEP_TASK = "reminders.enqueue_due"
 REMINDER_RULES_TASK = "reminders.reevaluate_rules"
+REMINDER_RESYNC_TASK = "reminders.resync_org"
 REMINDER_SWEEP_INTERVAL = 15.0
 
 

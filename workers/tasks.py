@@ -318,6 +318,23 @@ def enqueue_due_reminders() -> int:
     return count
 
 
+@celery_app.task(name=_schedule.REMINDER_RESYNC_TASK, ignore_result=True, acks_late=True,
+                 reject_on_worker_lost=True)
+def resync_org_reminders(org_id: str) -> int:
+    """After an org changed its reminder rules: every source of the org, each in its own
+    unit of work, so a lead time moved or a rule switched off reaches every reminder.
+    Running it twice does no harm (syncing is idempotent)."""
+    from app.reminders import rules
+
+    with unit_of_work(reading=True) as db:
+        sources = rules.sources_of_org(db, UUID(org_id))
+    for kind, source_id in sources:
+        with unit_of_work() as db:
+            rules.sync_reminders_for(db, kind, source_id)
+    log.info("reminder_rules_resynced", org_id=org_id, sources=len(sources))
+    return len(sources)
+
+
 @celery_app.task(name=_schedule.REMINDER_RULES_TASK, ignore_result=True)
 def reevaluate_reminder_rules() -> int:
     """Beat (hourly): rules that time alone makes true — a high-risk client with no contact

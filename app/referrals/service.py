@@ -45,6 +45,7 @@ from app.db import utcnow
 from app.identity.models import Org, PartnerApp, StaffUser
 from app.notifications import service as notifications
 from app.referrals.models import Referral, ReferralNote, ReferralTransition
+from app.reminders import rules as reminder_rules
 from app.resources import service as resources
 from app.risk.models import RiskAssessment
 from app.webhooks import service as webhooks
@@ -629,6 +630,8 @@ def _move(db: Session, actor: Actor, referral: Referral, to_status: str,
     _touch(referral)
     row = _record_transition(db, actor, referral, from_status, to_status, reason)
     db.flush()
+    # An answer (or a withdrawal) ends the wait: the follow-up reminder goes at once.
+    reminder_rules.sync_reminders_for(db, "referral", referral.id)
     return row
 
 

@@ -84,6 +84,15 @@ def _client_json(db: Session, client: Client, column: str) -> Any:
                              row_id=str(client.id))
 
 
+def _client_open(db: Session, client_id: UUID | None) -> bool:
+    """Whether a client's sources may still call for reminders: the case is not closed
+    and the record was not purged (a reminder about an erased record has nothing to say)."""
+    if client_id is None:
+        return True
+    client = db.get(Client, client_id)
+    return client is not None and client.status != "closed" and client.purged_at is None
+
+
 def client_time_zone(db: Session, client: Client) -> str:
     safe = _client_json(db, client, "safe_contact") or {}
     return str(safe.get("time_zone") or "UTC")
@@ -97,7 +106,7 @@ def _court_date(db: Session, source_id: UUID) -> Source | None:
         return None
     rules = rules_for(db, hearing.org_id).court_date
     found: list[Occurrence] = []
-    if rules.enabled and hearing.status == "scheduled":
+    if rules.enabled and hearing.status == "scheduled" and _client_open(db, hearing.client_id):
         hearing_day = hearing.starts_at.astimezone(zone(hearing.time_zone)).date()
         found = [Occurrence(f"court_date:{lead}d", "court_date",
                             hearing_day - timedelta(days=lead), rules.at, hearing.time_zone)
@@ -114,7 +123,8 @@ def _protective_order(db: Session, source_id: UUID) -> Source | None:
     org_rules = rules_for(db, order.org_id)
     rules = org_rules.protective_order_expiry
     found: list[Occurrence] = []
-    if rules.enabled and order.status == "granted" and order.expires_on is not None:
+    if rules.enabled and order.status == "granted" and order.expires_on is not None \
+            and _client_open(db, order.client_id):
         found = [Occurrence(f"order_expiry:{lead}d", "protective_order_expiry",
                             order.expires_on - timedelta(days=lead), rules.at,
                             org_rules.time_zone)
@@ -132,7 +142,7 @@ def _safety_plan(db: Session, client_id: UUID) -> Source | None:
         return None
     org_rules = rules_for(db, plan.org_id)
     found: list[Occurrence] = []
-    if client.status != "closed":
+    if _client_open(db, client.id):  # (a purged plan could not be read anyway)
         review = org_rules.safety_plan_review
         if review.enabled:
             found.append(Occurrence("plan_review", "safety_plan_review",
@@ -164,7 +174,7 @@ def _client(db: Session, client_id: UUID) -> Source | None:
     latest = db.scalar(sa.select(RiskAssessment).where(RiskAssessment.client_id == client_id)
                        .order_by(RiskAssessment.assessed_at.desc()).limit(1))
     found: list[Occurrence] = []
-    if rule.enabled and client.status != "closed" and latest is not None \
+    if rule.enabled and _client_open(db, client.id) and latest is not None \
             and latest.is_highest_level:
         last_contact = db.scalar(sa.select(sa.func.max(ServiceContact.occurred_on))
                                  .where(ServiceContact.client_id == client_id))
@@ -184,7 +194,8 @@ def _referral(db: Session, referral_id: UUID) -> Source | None:
     org_rules = rules_for(db, referral.org_id)
     rule = org_rules.referral_unanswered
     found: list[Occurrence] = []
-    if rule.enabled and referral.status == "sent" and referral.sent_at is not None:
+    if rule.enabled and referral.status == "sent" and referral.sent_at is not None \
+            and _client_open(db, referral.client_id):
         day = referral.sent_at.astimezone(zone(org_rules.time_zone)).date()
         found.append(Occurrence("referral_unanswered", "referral_unanswered",
                                 day + timedelta(days=rule.days), "09:00", org_rules.time_zone,
@@ -275,6 +286,65 @@ def sync_reminders_for(db: Session, source_kind: str, source_id: UUID) -> list[R
     return list(db.scalars(sa.select(Reminder).where(
         Reminder.source_kind == source_kind, Reminder.source_id == source_id,
         Reminder.state.in_(OPEN_STATES))))
+
+
+def sources_of_client(db: Session, client_id: UUID) -> list[tuple[str, UUID]]:
+    """Every source whose reminders belong to one client."""
+    from app.legal.models import CourtDate, ProtectiveOrder
+    from app.referrals.models import Referral
+
+    found = [("safety_plan", client_id), ("client", client_id)]
+    for kind, model in (("court_date", CourtDate), ("protective_order", ProtectiveOrder),
+                        ("referral", Referral)):
+        found += [(kind, source_id) for source_id in db.scalars(
+            sa.select(model.id).where(model.client_id == client_id).order_by(model.id))]
+    return found
+
+
+def sync_client(db: Session, client_id: UUID) -> None:
+    """After a client is closed, reopened or purged: every reminder generated from its
+    record follows (closing cancels them, reopening brings back those still ahead). On a
+    purge, reminders written by hand about the client are cancelled too."""
+    for kind, source_id in sources_of_client(db, client_id):
+        sync_reminders_for(db, kind, source_id)
+    client = db.get(Client, client_id)
+    if client is not None and client.purged_at is not None:
+        now = utcnow()
+        for row in db.scalars(sa.select(Reminder).where(Reminder.client_id == client_id,
+                                                        Reminder.state.in_(OPEN_STATES))):
+            _cancel(row, now)
+        db.flush()
+
+
+def sources_of_org(db: Session, org_id: UUID) -> list[tuple[str, UUID]]:
+    """Every source of an org whose rules may call for reminders: its open clients' plans
+    and risk, their scheduled court dates, granted orders and sent referrals, and every
+    source that has an open generated reminder (a rule switched off cancels it)."""
+    from app.legal.models import CourtDate, ProtectiveOrder
+    from app.referrals.models import Referral
+    from app.safety_plans.models import SafetyPlanVersion
+
+    open_clients = sa.select(Client.id).where(Client.org_id == org_id,
+                                              Client.status != "closed",
+                                              Client.purged_at.is_(None))
+    found = {("safety_plan", cid) for cid in db.scalars(
+        sa.select(SafetyPlanVersion.client_id).where(
+            SafetyPlanVersion.client_id.in_(open_clients)).distinct())}
+    found |= {("client", cid) for cid in db.scalars(open_clients)}
+    found |= {("court_date", sid) for sid in db.scalars(sa.select(CourtDate.id).where(
+        CourtDate.org_id == org_id, CourtDate.status == "scheduled",
+        CourtDate.client_id.in_(open_clients)))}
+    found |= {("protective_order", sid) for sid in db.scalars(
+        sa.select(ProtectiveOrder.id).where(ProtectiveOrder.org_id == org_id,
+                                            ProtectiveOrder.status == "granted",
+                                            ProtectiveOrder.client_id.in_(open_clients)))}
+    found |= {("referral", sid) for sid in db.scalars(sa.select(Referral.id).where(
+        Referral.org_id == org_id, Referral.status == "sent"))}
+    found |= {(kind, sid) for kind, sid in db.execute(
+        sa.select(Reminder.source_kind, Reminder.source_id).where(
+            Reminder.org_id == org_id, Reminder.source_kind.is_not(None),
+            Reminder.state.in_(OPEN_STATES)).distinct())}
+    return sorted(found, key=lambda item: (item[0], str(item[1])))
 
 
 def sources_to_reevaluate(db: Session) -> list[tuple[str, UUID]]:

@@ -20,13 +20,16 @@ from app.clients import service as clients
 from app.clients.models import Client, ClientAssignment
 from app.core import access, audit, keys
 from app.core.access import Actor
+from app.core.deferred import enqueue_after_commit
 from app.core.errors import Conflict, Forbidden, Invalid, NotFound
+from app.core.timezones import iana_zone
 from app.db import utcnow
 from app.identity.models import StaffUser
 from app.reminders import rules as reminder_rules
 from app.reminders.models import (
     NotificationPreference,
     Reminder,
+    ReminderDelivery,
     ReminderSettings,
     ReminderState,
 )
@@ -41,6 +44,7 @@ MAX_YEARS_AHEAD = 5
 PAST_GRACE = timedelta(minutes=5)
 ASSIGNABLE_ROLES = ("advocate", "supervisor")
 RULE_KEEPERS = ("admin", "supervisor")
+RESYNC_TASK = "reminders.resync_org"  # same name as workers.celery_app.REMINDER_RESYNC_TASK
 
 
 def _error(field: str, message: str, kind: str = "value") -> list[dict[str, str]]:
@@ -110,10 +114,21 @@ def _check_due(field: str, due_at: datetime, now: datetime) -> datetime:
     return due_at.astimezone(zone("UTC"))
 
 
+def _assignable(actor: Actor) -> sa.Select[Any]:
+    return sa.select(StaffUser).where(StaffUser.org_id == actor.org_id,
+                                      StaffUser.is_active.is_(True),
+                                      StaffUser.role.in_(ASSIGNABLE_ROLES))
+
+
+def assignable_colleagues(db: Session, actor: Actor) -> list[StaffUser]:
+    """Whom a reminder may be given to: the agency's active advocates and supervisors."""
+    access.require_user(actor)
+    return list(db.scalars(_assignable(actor).order_by(StaffUser.display_name, StaffUser.id)))
+
+
 def _assignee(db: Session, actor: Actor, user_id: UUID, field: str) -> UUID:
-    user = db.get(StaffUser, user_id)
-    if user is None or user.org_id != actor.org_id or not user.is_active \
-            or user.role not in ASSIGNABLE_ROLES:
+    user = db.scalar(_assignable(actor).where(StaffUser.id == user_id))
+    if user is None:
         raise Invalid("Reminders go to an active advocate or supervisor of your agency.",
                       errors=_error(field, "not an assignable colleague"))
     return user.id
@@ -156,6 +171,15 @@ def create_reminder(db: Session, actor: Actor, data: ReminderCreate) -> Reminder
 
 def read_reminder(db: Session, actor: Actor, reminder_id: UUID) -> ReminderRecord:
     return open_record(db, _find(db, actor, reminder_id))
+
+
+def deliveries_of(db: Session, actor: Actor, reminder_id: UUID) -> list[ReminderDelivery]:
+    """How a reminder within reach was delivered: one row per round and channel, oldest
+    first."""
+    row = _find(db, actor, reminder_id)
+    return list(db.scalars(sa.select(ReminderDelivery).where(
+        ReminderDelivery.reminder_id == row.id).order_by(
+        ReminderDelivery.round, ReminderDelivery.created_at, ReminderDelivery.id)))
 
 
 def list_query(actor: Actor, *, mine: bool = False, due_before: datetime | None = None,
@@ -230,6 +254,16 @@ def reassign(db: Session, actor: Actor, reminder_id: UUID, assignee_id: UUID) ->
 # --- org rules and user preferences --------------------------------------------------------
 
 
+def _check_zone(name: str) -> None:
+    # The one IANA check (app.core.timezones): "localtime" and other files of the system's
+    # zone folder that are not zone names are refused, as everywhere else.
+    try:
+        iana_zone(name)
+    except ValueError:
+        raise Invalid("Unknown time zone.",
+                      errors=_error("time_zone", "not an IANA name")) from None
+
+
 def _require_rule_keeper(actor: Actor) -> None:
     access.require_user(actor)
     if actor.role not in RULE_KEEPERS:
@@ -244,12 +278,11 @@ def read_rules(db: Session, actor: Actor) -> ReminderRules:
 
 
 def update_rules(db: Session, actor: Actor, new: ReminderRules) -> ReminderRules:
-    """Replace the org's rules (supervisors and admins). Open generated reminders are
-    brought in line the next time their source changes or is re-evaluated."""
+    """Replace the org's rules (supervisors and admins). Once committed, a worker brings
+    every generated reminder of the org in line with them (a lead time moved, a rule
+    switched on or off), one source at a time."""
     _require_rule_keeper(actor)
-    zone_name = new.time_zone
-    if zone(zone_name).key != zone_name:
-        raise Invalid("Unknown time zone.", errors=_error("time_zone", "not an IANA name"))
+    _check_zone(new.time_zone)
     row = db.get(ReminderSettings, actor.org_id)
     if row is None:
         row = ReminderSettings(org_id=actor.org_id)
@@ -258,6 +291,7 @@ def update_rules(db: Session, actor: Actor, new: ReminderRules) -> ReminderRules
     db.flush()
     audit.record(db, actor, "reminder_rules.updated", None,
                  details={"org_id": str(actor.org_id)})
+    enqueue_after_commit(db, RESYNC_TASK, actor.org_id)
     return new
 
 
@@ -278,8 +312,7 @@ def read_preferences(db: Session, actor: Actor) -> PreferencesIn:
 def update_preferences(db: Session, actor: Actor, new: PreferencesIn) -> PreferencesIn:
     """The caller's own email preferences: quiet hours and the daily digest."""
     access.require_user(actor)
-    if zone(new.time_zone).key != new.time_zone:
-        raise Invalid("Unknown time zone.", errors=_error("time_zone", "not an IANA name"))
+    _check_zone(new.time_zone)
     if (new.quiet_start is None) != (new.quiet_end is None):
         raise Invalid("Quiet hours need a start and an end.",
                       errors=_error("quiet_end" if new.quiet_start else "quiet_start",
