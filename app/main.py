@@ -20,6 +20,7 @@ from app.dashboard import STATIC_DIR as DASHBOARD_STATIC_DIR
 from app.dashboard import casefile as dashboard_casefile
 from app.dashboard import clients as dashboard_clients
 from app.dashboard import evidence_pages as dashboard_evidence
+from app.dashboard import reminders as dashboard_reminders
 from app.dashboard import views as dashboard_views
 from app.db import get_engine
 from app.evidence import api as evidence_api
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_routes(app, dashboard_clients.router)
     _add_routes(app, dashboard_casefile.router)
     _add_routes(app, dashboard_evidence.router)
+    _add_routes(app, dashboard_reminders.router)
     app.state.body_limit_overrides.append(dashboard_evidence.upload_body_limit(settings))
     app.mount("/dashboard/static", StaticFiles(directory=DASHBOARD_STATIC_DIR),
               name="dashboard-static")

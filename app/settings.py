@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     session_absolute_hours: float = Field(default=168, gt=0)
     dashboard_idle_minutes: float = Field(default=15, gt=0)
     dashboard_absolute_hours: float = Field(default=8, gt=0)
+    dashboard_bell_poll_seconds: float = Field(
+        default=15, ge=1, le=3600,
+        description="How often an open dashboard page asks for the unread notification count")
     partner_token_minutes: int = Field(default=10, ge=1, le=60)
     invitation_hours: float = Field(default=72, gt=0)
     reauth_minutes: float = Field(default=5, gt=0)

@@ -164,8 +164,12 @@ def request_db(request: Request, db: SessionDep) -> Session:
 
 
 def _signed(request: Request, db: SessionDep) -> Signed:
+    return _resolve_signed(request, db, touch=True)
+
+
+def _resolve_signed(request: Request, db: Session, *, touch: bool) -> Signed:
     token = request.cookies.get(SESSION_COOKIE)
-    found = web_sessions.resolve_dashboard_session(db, token)
+    found = web_sessions.resolve_dashboard_session(db, token, touch=touch)
     if found is None:
         raise SignInRequired(ended=token is not None)
     session, user = found
@@ -190,6 +194,17 @@ def _fully_signed(signed: AnySigned) -> Signed:
 
 
 SignedIn = Annotated[Signed, Depends(_fully_signed)]
+
+
+def _polled(request: Request, db: SessionDep) -> Signed:
+    signed = _resolve_signed(request, db, touch=False)
+    if signed.enrolling:
+        raise EnrolmentRequired()
+    return signed
+
+
+PolledSigned = Annotated[Signed, Depends(_polled)]
+"""Signed in, for a page's background poll: the session is not marked active by it."""
 
 
 def allowed(action: str) -> Callable[[Signed], Signed]:

@@ -13,6 +13,8 @@ from starlette.responses import HTMLResponse
 
 from app.core.access import Actor
 from app.dashboard import STATIC_URL, TEMPLATES_DIR
+from app.notifications import service as notifications
+from app.settings import get_settings
 
 # Policy of every dashboard response: no inline script or style, nothing from elsewhere.
 DASHBOARD_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -32,6 +34,7 @@ class NavItem:
 
 NAV = (
     NavItem("Home", "/dashboard", "me:read"),
+    NavItem("My day", "/dashboard/my-day", "clients:read"),
     NavItem("Clients", "/dashboard/clients", "clients:read"),
     NavItem("My sessions", "/dashboard/sessions", "sessions:own"),
     NavItem("Security", "/dashboard/security", "mfa:own"),
@@ -82,6 +85,23 @@ templates.env.globals["static"] = _static
 templates.env.filters["when"] = _when
 
 
+@dataclass(frozen=True)
+class Bell:
+    """The header's link to the notifications: the unread count as the page was made,
+    and how often the page's script asks again."""
+
+    unread: int
+    poll_seconds: float
+
+
+def _bell(request: Request, me: Signed | None) -> Bell | None:
+    db = getattr(request.state, "dashboard_db", None)
+    if me is None or me.enrolling or db is None:
+        return None
+    return Bell(notifications.unread_count(db, me.actor),
+                get_settings().dashboard_bell_poll_seconds)
+
+
 def render(request: Request, name: str, *, title: str, status_code: int = 200,
            headers: dict[str, str] | None = None, problem: Any = None,
            **context: Any) -> HTMLResponse:
@@ -94,7 +114,8 @@ def render(request: Request, name: str, *, title: str, status_code: int = 200,
     for error in (getattr(problem, "errors", None) or []):
         field_errors.setdefault(str(error.get("field") or ""), []).append(
             str(error.get("message") or "invalid"))
-    values = {"me": me, "title": title, "current_path": request.url.path,
+    values = {"me": me, "bell": _bell(request, me), "title": title,
+              "current_path": request.url.path,
               "error": getattr(problem, "detail", None), "field_errors": field_errors,
               **context}
     return templates.TemplateResponse(request, name, values, status_code=status_code,

@@ -70,11 +70,13 @@ def start_dashboard_session(db: Session, user: StaffUser, *,
     return session, token
 
 
-def resolve_dashboard_session(db: Session,
-                              cookie_token: str | None) -> tuple[AuthSession, StaffUser] | None:
+def resolve_dashboard_session(db: Session, cookie_token: str | None, *,
+                              touch: bool = True) -> tuple[AuthSession, StaffUser] | None:
     """The live session behind a cookie token and its user, or None.
 
-    A session idle too long or past its absolute expiry is revoked on the spot."""
+    A session idle too long or past its absolute expiry is revoked on the spot. A
+    request a person made marks the session active (``touch``); a page's background poll
+    must not, or a page left open would keep the session alive past its idle timeout."""
     if not cookie_token or len(cookie_token) > _MAX_TOKEN_LENGTH:
         return None
     session = db.scalar(sa.select(AuthSession).where(
@@ -94,7 +96,7 @@ def resolve_dashboard_session(db: Session,
     user = db.get(StaffUser, session.user_id)
     if user is None or not user.is_active:
         return None
-    if now - session.last_seen_at >= TOUCH_EVERY:
+    if touch and now - session.last_seen_at >= TOUCH_EVERY:
         session.last_seen_at = now
         db.flush()
     return session, user

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -71,6 +72,25 @@ def mark_read(db: Session, actor: Actor, notification_id: UUID) -> Notification:
         notification.read_at = utcnow()
         db.flush()
     return notification
+
+
+def unread_count(db: Session, actor: Actor) -> int:
+    """How many of the caller's notifications are unread (one COUNT)."""
+    require_user(actor)
+    return int(db.scalar(sa.select(sa.func.count()).select_from(Notification).where(
+        Notification.user_id == actor.id, Notification.org_id == actor.org_id,
+        Notification.read_at.is_(None))) or 0)
+
+
+def mark_all_read(db: Session, actor: Actor, *, up_to: datetime) -> int:
+    """Mark the caller's unread notifications created up to ``up_to`` (when the list was
+    shown) read, so one that arrived since is not marked unseen; how many were."""
+    require_user(actor)
+    result = db.execute(sa.update(Notification).where(
+        Notification.user_id == actor.id, Notification.org_id == actor.org_id,
+        Notification.read_at.is_(None), Notification.created_at <= up_to)
+        .values(read_at=utcnow()).execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def message_for(notification: Notification) -> str:

@@ -90,6 +90,18 @@ PAGES = [
     Page("/dashboard/clients/{client_id}/court-dates/new", CLIENT_STAFF),
     Page("/dashboard/clients/{client_id}/court-dates/{court_date_id}", CLIENT_STAFF),
     Page("/dashboard/clients/{client_id}/timeline", CLIENT_STAFF),
+    # Reminders: "My day" and notifications are everyone's own; setting a reminder needs
+    # client write access; a reminder is the advocate's own (the service's reach: the
+    # agency's for supervisors); the rules are for supervisors and admins.
+    Page("/dashboard/my-day", {"anonymous": 303} | SIGNED_IN),
+    Page("/dashboard/reminders/new", CLIENT_STAFF),
+    Page("/dashboard/reminders/{reminder_id}", CLIENT_STAFF),
+    Page("/dashboard/notifications", {"anonymous": 303} | SIGNED_IN),
+    Page("/dashboard/notifications/unread-count", {"anonymous": 303} | SIGNED_IN,
+         media="application/json"),
+    Page("/dashboard/notification-settings", {"anonymous": 303} | SIGNED_IN),
+    Page("/dashboard/reminder-rules", {"anonymous": 303, "admin": 200, "supervisor": 200,
+                                       "advocate": 404, "auditor": 404}),
 ]
 
 
@@ -100,6 +112,17 @@ def client_with_plan(db: Session, advocate: StaffUser) -> UUID:
     plans.create_version(db, actor, client.client.id, content={},
                          review_date=utcnow().date() + timedelta(days=30))
     return client.client.id
+
+
+def reminder_of(db: Session, user: StaffUser) -> UUID:
+    """A reminder assigned to ``user`` (an hour from now), set by themselves."""
+    from app.reminders import service as reminders
+    from app.reminders.schemas import ReminderCreate
+
+    actor = Actor(kind="user", id=user.id, org_id=user.org_id, role=user.role)
+    made = reminders.create_reminder(db, actor, ReminderCreate(
+        due_at=utcnow() + timedelta(hours=1), note="Fictional page reminder"))
+    return made.reminder.id
 
 
 def dashboard_routes(routes: list[Any]) -> set[tuple[str, str]]:
@@ -134,6 +157,9 @@ def test_page_access(web: TestClient, db: Session, page: Page, caller: str) -> N
     if user is not None:
         sign_in(web, db, user)
     path = page.path.replace("{user_id}", str(colleague.id))
+    if "{reminder_id}" in path:
+        owner = user if caller == "advocate" else colleague
+        path = path.replace("{reminder_id}", str(reminder_of(db, owner)))
     if "{client_id}" in path:
         owner = user if caller == "advocate" else colleague
         client_id = client_with_plan(db, owner)

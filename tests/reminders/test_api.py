@@ -136,9 +136,13 @@ def test_rules_are_for_supervisors_and_admins(client: TestClient, db: Session,
     assert rules["court_date"]["lead_days"] == [7, 1]
     assert rules["protective_order_expiry"]["lead_days"] == [30, 7]
     rules["court_date"]["lead_days"] = [3]
-    rules["time_zone"] = "Mars/Olympus"
-    assert client.put("/api/v1/reminder-settings", headers=supervisor,
-                      json=rules).status_code == 422
+    # "localtime" is a file of the system's zone folder, not a zone name: refused as
+    # everywhere else (app.core.timezones).
+    for bad in ("Mars/Olympus", "localtime", "posixrules"):
+        rules["time_zone"] = bad
+        refused = client.put("/api/v1/reminder-settings", headers=supervisor, json=rules)
+        assert refused.status_code == 422, bad
+        assert refused.json()["errors"][0]["field"] == "time_zone"
     rules["time_zone"] = "Europe/London"
     saved = client.put("/api/v1/reminder-settings", headers=supervisor, json=rules)
     assert saved.status_code == 200 and saved.json()["court_date"]["lead_days"] == [3]
@@ -152,6 +156,11 @@ def test_preferences(client: TestClient, db: Session, agency: Agency) -> None:
         "daily_digest"] is False
     assert client.put("/api/v1/notification-preferences", headers=headers,
                       json={"quiet_start": "22:00"}).status_code == 422
+    for bad in ("localtime", "Mars/Olympus"):
+        refused = client.put("/api/v1/notification-preferences", headers=headers,
+                             json={"time_zone": bad})
+        assert refused.status_code == 422, bad
+        assert refused.json()["errors"][0]["field"] == "time_zone"
     saved = client.put("/api/v1/notification-preferences", headers=headers,
                        json={"quiet_start": "22:00", "quiet_end": "07:00",
                              "time_zone": "Europe/London"})
