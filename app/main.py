@@ -19,7 +19,9 @@ from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.dashboard import STATIC_DIR as DASHBOARD_STATIC_DIR
 from app.dashboard import casefile as dashboard_casefile
 from app.dashboard import clients as dashboard_clients
+from app.dashboard import directory as dashboard_directory
 from app.dashboard import evidence_pages as dashboard_evidence
+from app.dashboard import referrals as dashboard_referrals
 from app.dashboard import reminders as dashboard_reminders
 from app.dashboard import views as dashboard_views
 from app.db import get_engine
@@ -113,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_routes(app, dashboard_clients.router)
     _add_routes(app, dashboard_casefile.router)
     _add_routes(app, dashboard_evidence.router)
+    _add_routes(app, dashboard_directory.router)
+    _add_routes(app, dashboard_referrals.router)
     _add_routes(app, dashboard_reminders.router)
     app.state.body_limit_overrides.append(dashboard_evidence.upload_body_limit(settings))
     app.mount("/dashboard/static", StaticFiles(directory=DASHBOARD_STATIC_DIR),

@@ -36,6 +36,8 @@ NAV = (
     NavItem("Home", "/dashboard", "me:read"),
     NavItem("My day", "/dashboard/my-day", "clients:read"),
     NavItem("Clients", "/dashboard/clients", "clients:read"),
+    NavItem("Referrals", "/dashboard/referrals", "clients:read"),
+    NavItem("Directory", "/dashboard/resources", "resources:read"),
     NavItem("My sessions", "/dashboard/sessions", "sessions:own"),
     NavItem("Security", "/dashboard/security", "mfa:own"),
     NavItem("Users", "/dashboard/users", "users:manage"),

@@ -25,6 +25,7 @@ from app.identity.models import AuthSession, PartnerApp, StaffUser
 from app.safety_plans import service as plans
 from tests.dashboard.casefile_records import make_case_file
 from tests.dashboard.helpers import csrf_from, enable_mfa, events, page_csrf, sign_in
+from tests.dashboard.referral_records import make_directory_records, make_referral_of
 from tests.support.identity import PASSWORD, make_org, make_user
 
 NEW_PASSWORD = "a brand new fictional passphrase 2026"
@@ -49,6 +50,11 @@ ADMINS_ONLY = {"admin": 200, "supervisor": 404, "advocate": 404, "auditor": 404}
 # Client pages: the advocate's own client (a supervisor reaches every client of the agency).
 CLIENT_STAFF = {"anonymous": 303, "admin": 404, "supervisor": 200, "advocate": 200,
                 "auditor": 404}
+# The directory: staff whose role reads it; its forms for those who keep listings.
+DIRECTORY_READERS = {"anonymous": 303, "admin": 200, "supervisor": 200, "advocate": 200,
+                     "auditor": 404}
+DIRECTORY_KEEPERS = {"anonymous": 303, "admin": 200, "supervisor": 200, "advocate": 404,
+                     "auditor": 404}
 
 PAGES = [
     # Public pages. A signed-in visitor of the sign-in page goes home; the code step
@@ -90,6 +96,17 @@ PAGES = [
     Page("/dashboard/clients/{client_id}/court-dates/new", CLIENT_STAFF),
     Page("/dashboard/clients/{client_id}/court-dates/{court_date_id}", CLIENT_STAFF),
     Page("/dashboard/clients/{client_id}/timeline", CLIENT_STAFF),
+    # The directory and referrals (an own-agency listing; a referral of the client).
+    Page("/dashboard/resources", DIRECTORY_READERS),
+    Page("/dashboard/resources/new", DIRECTORY_KEEPERS),
+    Page("/dashboard/resources/{resource_id}", DIRECTORY_READERS),
+    Page("/dashboard/resources/{resource_id}/edit", DIRECTORY_KEEPERS),
+    Page("/dashboard/referrals", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/referrals", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/referrals/new", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/referrals/{referral_id}", CLIENT_STAFF),
+    Page("/dashboard/clients/{client_id}/referrals/{referral_id}/preview", CLIENT_STAFF),
+    Page("/dashboard/partner-apps/{app_id}/webhooks", {"anonymous": 303} | ADMINS_ONLY),
     # Reminders: "My day" and notifications are everyone's own; setting a reminder needs
     # client write access; a reminder is the advocate's own (the service's reach: the
     # agency's for supervisors); the rules are for supervisors and admins.
@@ -157,6 +174,8 @@ def test_page_access(web: TestClient, db: Session, page: Page, caller: str) -> N
     if user is not None:
         sign_in(web, db, user)
     path = page.path.replace("{user_id}", str(colleague.id))
+    if "{resource_id}" in path or "{app_id}" in path:
+        path = make_directory_records(db, org).path(path)
     if "{reminder_id}" in path:
         owner = user if caller == "advocate" else colleague
         path = path.replace("{reminder_id}", str(reminder_of(db, owner)))
@@ -164,6 +183,8 @@ def test_page_access(web: TestClient, db: Session, page: Page, caller: str) -> N
         owner = user if caller == "advocate" else colleague
         client_id = client_with_plan(db, owner)
         path = path.replace("{client_id}", str(client_id)).replace("{version}", "1")
+        if "{referral_id}" in path:
+            path = path.replace("{referral_id}", str(make_referral_of(db, owner, client_id)))
         if "_id}" in path:
             path = make_case_file(db, owner, client_id).path(path)
     db.commit()
