@@ -20,6 +20,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from uuid import uuid4
 import httpx
 import pyotp
 import pytest
+from sqlmodel import Session
 
 from tests.support import services
 from tests.support.identity import PASSWORD
@@ -70,11 +72,34 @@ class Server:
         assert result.returncode == 0, result.stderr
         return email
 
+    @contextmanager
+    def database(self) -> Iterator[Session]:
+        """A unit of work on the server's own database (committed on leaving), for what a
+        test puts there directly, as a worker would. Nothing in it may need the server's
+        data keys: this process does not hold them."""
+        import app.models  # noqa: F401 - every table mapped, so foreign keys resolve
+        from app.db import create_db_engine, unit_of_work
+
+        engine = create_db_engine(
+            f"sqlite:///{Path(self.env['ADVOCASE_VAR_DIR']) / 'advocase.sqlite'}")
+        try:
+            with unit_of_work(engine) as db:
+                yield db
+        finally:
+            engine.dispose()
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("dashboard-server")
-    env = embedded_env(folder)
+    with running_server(tmp_path_factory.mktemp("dashboard-server")) as running:
+        yield running
+
+
+@contextmanager
+def running_server(folder: Path, settings: dict[str, str] | None = None) -> Iterator[Server]:
+    """``advocase serve`` on the embedded defaults in ``folder``, with extra ``ADVOCASE_``
+    settings if given (a module's own ``server`` fixture can ask for them)."""
+    env = embedded_env(folder) | (settings or {})
     migrated = advocase("migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
     created = advocase("create-org", "--name", "Fictional Harbour Shelter", "--json", env=env)
