@@ -33,7 +33,8 @@ def test_an_admin_is_made_to_enrol_mfa_then_reaches_the_shell(tab, server) -> No
     tab.wait_for_url("**/dashboard")
     assert tab.locator("#signed-in-name").inner_text() == "Ada Fictional-Admin"
     assert tab.locator("#signed-in-role").inner_text() == "Admin"
-    assert nav_links(tab) == ["Home", "My sessions", "Security", "Users", "Partner apps"]
+    assert nav_links(tab) == ["Home", "Directory", "My sessions", "Security", "Users",
+                              "Partner apps"]
     assert tab.title() == "Home — advocase"
 
     tab.get_by_role("navigation", name="Main").get_by_role("link", name="Users").click()
@@ -63,7 +64,8 @@ def test_an_advocate_with_mfa_signs_in_with_password_then_code(tab, server) -> N
     tab.wait_for_url("**/dashboard")
     assert tab.locator("#signed-in-name").inner_text() == "Avery Fictional-Advocate"
     assert tab.locator("#signed-in-role").inner_text() == "Advocate"
-    assert nav_links(tab) == ["Home", "My day", "Clients", "My sessions", "Security"]
+    assert nav_links(tab) == ["Home", "My day", "Clients", "Referrals", "Directory",
+                              "My sessions", "Security"]
     assert tab.locator('a[href="/dashboard/users"]').count() == 0
     assert tab.locator('a[href="/dashboard/partner-apps"]').count() == 0
     assert tab.goto("/dashboard/users").status == 404
