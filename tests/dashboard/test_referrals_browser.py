@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.dashboard.browser import Server, serious_violations, sign_in
+from tests.dashboard.browser import Server, enrol_mfa, serious_violations, sign_in
 from tests.dashboard.test_clients_browser import by_id
 from tests.test_cli import advocase
 
@@ -179,5 +179,62 @@ def test_an_advocate_refers_a_client_and_sees_the_answer_arrive(tab, server, axe
     assert tab.locator("#referrals tbody tr").count() == 1
     assert REFUGE in tab.locator("#referrals").inner_text()
     checked["agency referrals"] = serious_violations(tab, axe_source)
+    assert {name: found for name, found in checked.items() if found} == {}
+    assert policy_breaks == []
+
+
+def test_a_supervisor_adds_a_listing_and_keeps_its_bed_count(tab, server, axe_source,
+                                                             policy_breaks) -> None:
+    checked: dict[str, list[str]] = {}
+    sign_in(tab, server.create_user("supervisor", "Quinn Fictional-Supervisor"))
+    enrol_mfa(tab)
+    tab.goto("/dashboard/resources")
+    tab.get_by_role("link", name="Add a listing").click()
+    checked["listing form"] = serious_violations(tab, axe_source)
+    tab.get_by_label("Name", exact=True).fill("Fictional Lakeside House")
+    tab.get_by_label("Languages").fill("en, ga")
+    tab.get_by_label("These hours each week").check()
+    tab.get_by_label("Time zone of the hours").fill("Europe/Dublin")
+    by_id(tab, "opening_hours.weekly.0.day").select_option("fri")
+    by_id(tab, "opening_hours.weekly.0.opens").fill("22:00")
+    by_id(tab, "opening_hours.weekly.0.closes").fill("06:00")
+    tab.get_by_label("Street address").fill("5 Fictional Lakeside, Example Town")
+    tab.get_by_role("button", name="Add the listing").click()
+
+    # No kind of service ticked: said by the field, what was typed kept.
+    assert tab.get_by_role("alert").is_visible()
+    assert by_id(tab, "categories-error").is_visible()
+    assert tab.get_by_label("Street address").input_value() == (
+        "5 Fictional Lakeside, Example Town")
+    assert by_id(tab, "opening_hours.weekly.0.opens").input_value() == "22:00"
+    checked["listing form with errors"] = serious_violations(tab, axe_source)
+    tab.get_by_label("Shelter", exact=True).check()
+    tab.get_by_role("button", name="Add the listing").click()
+    tab.wait_for_url(re.compile(r".*/dashboard/resources/[0-9a-f-]{36}\?done=listing-created$"))
+    assert tab.title() == "Directory: Fictional Lakeside House — advocase"
+    assert tab.locator("#resource-hours").inner_text().startswith(
+        "fri 22:00-06:00 (Europe/Dublin)")
+    # Their own agency's address, marked confidential.
+    assert "5 Fictional Lakeside" in tab.locator("#resource-address").inner_text()
+    assert "never give it out" in tab.locator("#resource-address").inner_text()
+    checked["own listing"] = serious_violations(tab, axe_source)
+
+    tab.get_by_label("Beds free", exact=True).fill("3")
+    tab.get_by_label("Beds in all").fill("2")
+    tab.get_by_role("button", name="Save the bed count").click()
+    assert by_id(tab, "beds_available-error").is_visible()
+    checked["bed count with errors"] = serious_violations(tab, axe_source)
+    tab.get_by_label("Beds in all").fill("6")
+    tab.get_by_role("button", name="Save the bed count").click()
+    tab.wait_for_url("**?done=capacity-updated")
+    assert tab.locator("#resource-beds").inner_text().startswith("3 free of 6")
+
+    tab.get_by_role("link", name="Edit the listing").click()
+    assert tab.get_by_label("Shelter", exact=True).is_checked()
+    checked["edit form"] = serious_violations(tab, axe_source)
+    tab.get_by_label("Open 24 hours, every day").check()
+    tab.get_by_role("button", name="Save the listing").click()
+    tab.wait_for_url("**?done=listing-updated")
+    assert tab.locator("#resource-hours").inner_text().startswith("24/7 (Europe/Dublin)")
     assert {name: found for name, found in checked.items() if found} == {}
     assert policy_breaks == []
