@@ -210,44 +210,52 @@ import smtplib  # noqa: E402
 from workers import celery_app as _schedule  # noqa: E402
 
 
-def _send_reminder_email(delivery_id: UUID) -> str:
-    """Compose (no client details for staff), send outside any transaction, record."""
+def _send_reminder_emails(messages: list[tuple[UUID, Any]]) -> tuple[list[UUID], list[UUID]]:
+    """Send composed messages outside any transaction: (sent, failed) delivery ids."""
     from app.reminders import delivery as reminder_delivery
 
-    with unit_of_work() as db:
-        message = reminder_delivery.compose_email(db, delivery_id)
-    if message is None:
-        return "not_sending"
-    try:
-        reminder_delivery.smtp_send(message)
-    except (smtplib.SMTPException, OSError) as exc:
-        with unit_of_work() as db:
-            reminder_delivery.mark_failed(db, [delivery_id])
-        log.warning("reminder_email_failed", delivery_id=str(delivery_id),
-                    error=type(exc).__name__)
-        return "failed"
-    with unit_of_work() as db:
-        reminder_delivery.mark_sent(db, [delivery_id])
-    return "sent"
+    sent: list[UUID] = []
+    failed: list[UUID] = []
+    for delivery_id, message in messages:
+        try:
+            reminder_delivery.smtp_send(message)
+        except (smtplib.SMTPException, OSError) as exc:
+            failed.append(delivery_id)
+            log.warning("reminder_email_failed", delivery_id=str(delivery_id),
+                        error=type(exc).__name__)
+        else:
+            sent.append(delivery_id)
+    return sent, failed
+
+
+def _record_sending(db: Any, sent: list[UUID], failed: list[UUID]) -> None:
+    from app.reminders import delivery as reminder_delivery
+
+    if sent:
+        reminder_delivery.mark_sent(db, sent)
+    if failed:
+        reminder_delivery.mark_failed(db, failed)
 
 
 @celery_app.task(name=_schedule.REMINDER_DELIVER_TASK, ignore_result=True, acks_late=True,
                  reject_on_worker_lost=True, soft_time_limit=30, time_limit=40)
 def deliver_reminder(reminder_id: str) -> str:
-    """Deliver one due reminder once: claim (atomic, leased) and commit; record the in-app
-    notification and the email rows (idempotent per channel); send the emails; close the
-    round. A duplicate or late message finds nothing to claim."""
+    """Deliver one due reminder once, in two transactions around the SMTP conversation:
+    claim it (atomic, leased), record the in-app notification and the email rows
+    (idempotent per channel) and compose the emails, commit; send; then record what was
+    sent and close the round, commit. A duplicate or late message finds nothing to claim;
+    a worker killed in between leaves a lease that runs out, and the sweep takes over."""
     from app.reminders import delivery as reminder_delivery
 
     with unit_of_work() as db:
         claim = reminder_delivery.claim_reminder(db, UUID(reminder_id))
-    if claim is None:
-        return "not_claimed"
-    with unit_of_work() as db:
+        if claim is None:
+            return "not_claimed"
         plan, held = reminder_delivery.record_delivery(db, claim)
-    for delivery_id in plan.emails:
-        _send_reminder_email(delivery_id)
+        composed = plan.composed(db)
+    sent, failed = _send_reminder_emails(composed)
     with unit_of_work() as db:
+        _record_sending(db, sent, failed)
         state = reminder_delivery.finish_reminder(db, claim, held)
     log.info("reminder_delivered", reminder_id=reminder_id, state=state, held=held)
     return state or "claim_lost"
@@ -256,14 +264,20 @@ def deliver_reminder(reminder_id: str) -> str:
 @celery_app.task(name=_schedule.REMINDER_EMAIL_TASK, ignore_result=True, acks_late=True,
                  reject_on_worker_lost=True, soft_time_limit=30, time_limit=40)
 def send_reminder_email(delivery_id: str) -> str:
-    """An email that waited (quiet hours, a retry) or whose sender died: claim, send."""
+    """An email that waited (quiet hours, a retry) or whose sender died: claim and compose
+    (one transaction), send, record."""
     from app.reminders import delivery as reminder_delivery
 
     with unit_of_work() as db:
-        claimed = reminder_delivery.claim_email(db, UUID(delivery_id))
-    if not claimed:
-        return "not_claimed"
-    return _send_reminder_email(UUID(delivery_id))
+        if not reminder_delivery.claim_email(db, UUID(delivery_id)):
+            return "not_claimed"
+        message = reminder_delivery.compose_email(db, UUID(delivery_id))
+    if message is None:
+        return "not_sending"
+    sent, failed = _send_reminder_emails([(UUID(delivery_id), message)])
+    with unit_of_work() as db:
+        _record_sending(db, sent, failed)
+    return "sent" if sent else "failed"
 
 
 @celery_app.task(name=_schedule.REMINDER_DIGEST_TASK, ignore_result=True, acks_late=True,

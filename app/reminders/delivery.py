@@ -20,18 +20,22 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import secrets
 import smtplib
 import ssl
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import urlsplit
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 from app.clients.models import Client
@@ -50,7 +54,14 @@ from app.settings import Settings, get_settings
 
 LEASE = timedelta(seconds=60)
 EMAIL_RETRY = timedelta(minutes=5)
-SWEEP_LIMIT = 2000
+# Ids a sweep enqueues at most, per kind. Each message expires before the next sweep
+# (15 s), so this bounds the broker's queue; it must also exceed what the workers can
+# deliver in one interval, or the sweep, not the workers, sets the pace (2,000 capped a
+# storm at 133 reminders a second).
+SWEEP_LIMIT = 10_000
+SMTP_TIMEOUT_S = 20
+SMTP_IDLE_CHECK_S = 2.0  # a session silent this long is checked with NOOP before use
+SMTP_MAX_IDLE_S = 60.0  # and one silent this long is closed and opened again
 _R = Reminder
 _D = ReminderDelivery
 
@@ -78,6 +89,9 @@ class Claim:
     reminder_id: UUID
     token: str
     round: int
+    repeat_daily: bool = False
+    # The claimed row, as the claiming transaction saw it (used while that lasts).
+    row: Reminder | None = field(default=None, compare=False, repr=False)
 
 
 # --- finding and claiming -----------------------------------------------------------------
@@ -99,32 +113,34 @@ def due_reminder_ids(db: Session, now: datetime | None = None,
 def claim_reminder(db: Session, reminder_id: UUID, *, now: datetime | None = None
                    ) -> Claim | None:
     """Take one due reminder for delivery, atomically; None if it is not due, is held by
-    another worker's live lease, or was taken a moment ago. The caller commits."""
+    another worker's live lease, or was taken a moment ago. The caller commits.
+
+    One statement: an UPDATE whose conditions are the claimable ones, so of two claimers
+    only the first matches (SQLite runs writers one at a time; on PostgreSQL the row is
+    picked with ``FOR UPDATE SKIP LOCKED``, so a second claimer skips it at once instead
+    of waiting for the first one's commit)."""
     now = now or utcnow()
-    seen_query = sa.select(_R.state, _R.attempts, _R.round).where(
-        _R.id == reminder_id, _claimable(now))
-    if db.get_bind().dialect.name == "postgresql":
-        seen_query = seen_query.with_for_update(skip_locked=True)
-    seen = db.execute(seen_query).first()
-    if seen is None:
-        return None
     token = secrets.token_urlsafe(24)
-    # The same conditions with what was seen: of two claimers that read the row at once
-    # (SQLite has no row locks), only the first UPDATE matches.
-    claimed = db.execute(
-        sa.update(_R.__table__)
-        .where(_R.id == reminder_id, _claimable(now), _R.state == seen.state,
-               _R.attempts == seen.attempts, _R.round == seen.round)
+    target: Any = _R.id == reminder_id
+    if db.get_bind().dialect.name == "postgresql":
+        target = _R.id == (sa.select(_R.id).where(_R.id == reminder_id, _claimable(now))
+                           .with_for_update(skip_locked=True).scalar_subquery())
+    row = db.scalars(
+        sa.update(Reminder).where(target, _claimable(now))
         .values(state=ReminderState.sending, claim_token=token, claimed_until=now + LEASE,
-                attempts=seen.attempts + 1)
-        .returning(_R.id)).first()
-    if claimed is None:
+                attempts=_R.attempts + 1)
+        .returning(Reminder),
+        execution_options={"synchronize_session": False, "populate_existing": True}).first()
+    if row is None:
         return None
-    return Claim(reminder_id, token, seen.round)
+    return Claim(reminder_id, token, row.round, row.repeat_daily, row)
 
 
 def _still_ours(db: Session, claim: Claim) -> Reminder | None:
-    row = db.get(Reminder, claim.reminder_id, populate_existing=True)
+    if claim.row is not None and claim.row in db:
+        row: Reminder | None = claim.row  # the claiming transaction, still open
+    else:
+        row = db.get(Reminder, claim.reminder_id, populate_existing=True)
     if row is None or row.state != ReminderState.sending or row.claim_token != claim.token:
         return None
     return row
@@ -135,20 +151,20 @@ def _still_ours(db: Session, claim: Claim) -> Reminder | None:
 
 def _add_delivery(db: Session, row: Reminder, channel: str, state: str, *,
                   recipient_id: UUID | None = None, not_before: datetime | None = None,
-                  lease: datetime | None = None) -> ReminderDelivery | None:
-    """The delivery row (reminder, round, channel), or None when it exists already."""
-    delivery = ReminderDelivery(org_id=row.org_id, reminder_id=row.id, round=row.round,
-                                channel=channel, recipient_id=recipient_id, state=state,
-                                not_before=not_before, claimed_until=lease,
-                                attempts=1 if state == "sending" else 0,
-                                sent_at=utcnow() if state in ("sent", "needs_person") else None)
-    try:
-        with db.begin_nested():
-            db.add(delivery)
-            db.flush()
-    except IntegrityError:
-        return None
-    return delivery
+                  lease: datetime | None = None) -> UUID | None:
+    """The new delivery row's id for (reminder, round, channel), or None when that row
+    exists already (an earlier attempt at this round): one INSERT … ON CONFLICT DO
+    NOTHING, on SQLite and PostgreSQL alike."""
+    values = {"id": uuid4(), "org_id": row.org_id, "reminder_id": row.id, "round": row.round,
+              "channel": channel, "recipient_id": recipient_id, "state": state,
+              "not_before": not_before, "claimed_until": lease,
+              "attempts": 1 if state == "sending" else 0, "created_at": utcnow(),
+              "sent_at": utcnow() if state in ("sent", "needs_person") else None}
+    dialect = db.get_bind().dialect.name
+    insert: Any = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    made = db.execute(insert(_D.__table__).values(**values).on_conflict_do_nothing(
+        index_elements=["reminder_id", "round", "channel"]).returning(_D.id)).first()
+    return made[0] if made is not None else None
 
 
 def _hhmm_minutes(text: str) -> int:
@@ -181,6 +197,18 @@ class DeliveryPlan:
     notification and every other row were recorded."""
 
     emails: list[UUID] = field(default_factory=list)
+    # Messages composed while recording (staff emails): no second look-up before sending.
+    messages: dict[UUID, EmailMessage] = field(default_factory=dict)
+
+    def composed(self, db: Session) -> list[tuple[UUID, EmailMessage]]:
+        """Every email of the plan with its message (composed now where it was not yet);
+        call within the recording transaction."""
+        found = []
+        for delivery_id in self.emails:
+            message = self.messages.get(delivery_id) or compose_email(db, delivery_id)
+            if message is not None:
+                found.append((delivery_id, message))
+        return found
 
 
 def _staff_delivery(db: Session, row: Reminder, settings: Settings, now: datetime,
@@ -189,8 +217,12 @@ def _staff_delivery(db: Session, row: Reminder, settings: Settings, now: datetim
     if made is not None:
         notifications.notify(db, org_id=row.org_id, user_ids=[row.assignee_id],
                              kind="reminder_due", object_type="reminder", object_id=row.id)
-    user = db.get(StaffUser, row.assignee_id)
-    pref = db.get(NotificationPreference, row.assignee_id)
+    user, pref = None, None
+    found = db.execute(sa.select(StaffUser, NotificationPreference).outerjoin(
+        NotificationPreference, NotificationPreference.user_id == StaffUser.id).where(
+        StaffUser.id == row.assignee_id)).first()
+    if found is not None:
+        user, pref = found
     if not settings.smtp_host or user is None or not user.is_active \
             or (pref is not None and not pref.email_enabled):
         return
@@ -205,7 +237,9 @@ def _staff_delivery(db: Session, row: Reminder, settings: Settings, now: datetim
     email = _add_delivery(db, row, "email", "sending", recipient_id=user.id,
                           lease=now + LEASE)
     if email is not None:
-        plan.emails.append(email.id)
+        plan.emails.append(email)
+        plan.messages[email] = staff_message(row, user.email, email, case_number(db, row),
+                                             settings)
 
 
 def client_gate(db: Session, row: Reminder, now: datetime,
@@ -263,7 +297,7 @@ def _client_delivery(db: Session, row: Reminder, settings: Settings, now: dateti
     if row.channel == "email":
         email = _add_delivery(db, row, "client_email", "sending", lease=now + LEASE)
         if email is not None:
-            plan.emails.append(email.id)
+            plan.emails.append(email)
     else:
         # SMS and phone are not sent automatically: a person makes the contact.
         if _add_delivery(db, row, f"client_{row.channel}", "needs_person") is not None:
@@ -294,6 +328,14 @@ def finish_reminder(db: Session, claim: Claim, held_reason: str | None = None,
     reminder — scheduled at its next local occurrence. None if the claim was lost
     (cancelled, moved or completed meanwhile)."""
     now = now or utcnow()
+    if held_reason is None and not claim.repeat_daily:
+        # The common case in one statement: delivered, if the claim still holds.
+        done = db.execute(sa.update(Reminder).where(  # (keeps a loaded row in step)
+            _R.id == claim.reminder_id, _R.state == ReminderState.sending,
+            _R.claim_token == claim.token).values(
+            state=ReminderState.delivered, delivered_at=now, claim_token=None,
+            claimed_until=None, updated_at=now).returning(_R.id)).first()
+        return ReminderState.delivered if done is not None else None
     row = _still_ours(db, claim)
     if row is None:
         return None
@@ -381,17 +423,28 @@ def compose_email(db: Session, delivery_id: UUID, *, now: datetime | None = None
         delivery.state = "skipped"
         db.flush()
         return None
-    case_number = None
-    if row.client_id is not None:
-        client = db.get(Client, row.client_id)
-        case_number = client.case_number if client else None
+    return staff_message(row, user.email, delivery.id, case_number(db, row), settings)
+
+
+def case_number(db: Session, row: Reminder) -> str | None:
+    if row.client_id is None:
+        return None
+    return db.scalar(sa.select(Client.case_number).where(Client.id == row.client_id))
+
+
+def staff_message(row: Reminder, to: str, delivery_id: UUID, case: str | None,
+                  settings: Settings) -> EmailMessage:
+    """A staff email: what is due, the case number and a link — nothing of the client."""
     label = KIND_LABELS.get(row.kind, "a reminder")
     link = f"{settings.public_url.rstrip('/')}/dashboard/reminders/{row.id}"
-    message["To"] = user.email
-    message["Subject"] = f"Due: {label}" + (f" (case {case_number})" if case_number else "")
+    message = EmailMessage()
+    message["From"] = settings.smtp_from
+    message["Message-ID"] = _message_id(delivery_id, settings)
+    message["To"] = to
+    message["Subject"] = f"Due: {label}" + (f" (case {case})" if case else "")
     lines = [f"Due {row.due_at.strftime('%Y-%m-%d %H:%M')} UTC: {label}."]
-    if case_number:
-        lines.append(f"Case number: {case_number}")
+    if case:
+        lines.append(f"Case number: {case}")
     lines += [f"Open it in advocase: {link}", "",
               "(Details are in the dashboard only; this email carries none.)"]
     message.set_content("\n".join(lines) + "\n")
@@ -421,16 +474,95 @@ def compose_digest(db: Session, user_id: UUID, delivery_ids: list[UUID],
     return message
 
 
-def smtp_send(message: EmailMessage, settings: Settings | None = None) -> None:
-    """Hand one message to the configured SMTP server (raises on failure)."""
-    settings = settings or get_settings()
+@dataclass
+class _SmtpLink:
+    """A worker process's open SMTP session, kept between messages: a reminder storm
+    would otherwise pay a connection, EHLO, STARTTLS and login per email."""
+
+    key: tuple[Any, ...]
+    pid: int
+    smtp: smtplib.SMTP
+    used: float
+
+
+_link: _SmtpLink | None = None
+
+
+def _settings_key(settings: Settings) -> tuple[Any, ...]:
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+    return (settings.smtp_host, settings.smtp_port, settings.smtp_starttls,
+            settings.smtp_username, password)
+
+
+def _open_smtp(settings: Settings) -> smtplib.SMTP:
     assert settings.smtp_host
-    with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=20) as smtp:
+    smtp = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SMTP_TIMEOUT_S)
+    try:
         if settings.smtp_starttls:
             smtp.starttls(context=ssl.create_default_context())
         if settings.smtp_username and settings.smtp_password:
             smtp.login(settings.smtp_username, settings.smtp_password.get_secret_value())
+    except BaseException:
+        smtp.close()
+        raise
+    return smtp
+
+
+def close_smtp() -> None:
+    """End this process's SMTP session, if any (QUIT, then close)."""
+    global _link
+    link, _link = _link, None
+    if link is None or link.pid != os.getpid():
+        return
+    try:
+        link.smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        link.smtp.close()
+
+
+def _session(settings: Settings) -> smtplib.SMTP:
+    """This process's SMTP session for these settings: reused while it is fresh; after
+    SMTP_IDLE_CHECK_S of silence checked with a NOOP first (servers close idle sessions),
+    and opened again when that fails. Never shared across a fork."""
+    global _link
+    key, now = _settings_key(settings), time.monotonic()
+    link = _link
+    if link is not None and (link.pid != os.getpid() or link.key != key
+                             or now - link.used > SMTP_MAX_IDLE_S):
+        if link.pid == os.getpid():
+            close_smtp()
+        link = _link = None
+    if link is not None and now - link.used > SMTP_IDLE_CHECK_S:
+        try:
+            alive = link.smtp.noop()[0] == 250
+        except (smtplib.SMTPException, OSError):
+            alive = False
+        if not alive:
+            link.smtp.close()
+            link = _link = None
+    if link is None:
+        link = _link = _SmtpLink(key, os.getpid(), _open_smtp(settings), now)
+    return link.smtp
+
+
+atexit.register(close_smtp)
+
+
+def smtp_send(message: EmailMessage, settings: Settings | None = None) -> None:
+    """Hand one message to the configured SMTP server (raises on failure). A failure
+    drops the session, so the next message starts with a new one; the message is never
+    sent again here (the caller records the failure and the sweep retries later)."""
+    global _link
+    settings = settings or get_settings()
+    smtp = _session(settings)
+    try:
         smtp.send_message(message)
+    except BaseException:
+        _link = None
+        smtp.close()
+        raise
+    if _link is not None:
+        _link.used = time.monotonic()
 
 
 def mark_sent(db: Session, delivery_ids: list[UUID], *, now: datetime | None = None) -> None:
