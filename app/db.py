@@ -311,6 +311,24 @@ def finish_request_work(scope: Any, error: BaseException | None = None) -> bool:
     return True
 
 
+COMMIT_MAY_WAIT = "advocase.commit_may_wait"
+"""``Session.info`` key set by work whose commit may wait for another transaction: the
+events of an audit chain are appended right before COMMIT, under the chain head's lock."""
+
+
+async def end_request_work(scope: Any, error: BaseException | None = None) -> bool:
+    """:func:`finish_request_work` for a route handler: on the event loop (no thread hop)
+    unless the commit may wait for a lock, which is then waited for in the thread pool."""
+    work: RequestWork | None = scope.get(_REQUEST_WORK)
+    if work is None or work.session is None:
+        return False
+    if work.session.info.get(COMMIT_MAY_WAIT):
+        await run_in_threadpool(work.finish, error)
+    else:
+        work.finish(error)
+    return True
+
+
 class UnitOfWorkRoute(APIRoute):
     """Every API and dashboard route: the request's unit of work ends with the handler.
 
@@ -324,9 +342,9 @@ class UnitOfWorkRoute(APIRoute):
             try:
                 response: Response = await handler(request)
             except BaseException as exc:
-                finish_request_work(request.scope, exc)
+                await end_request_work(request.scope, exc)
                 raise
-            finish_request_work(request.scope)
+            await end_request_work(request.scope)
             return response
 
         return unit_of_work_handler

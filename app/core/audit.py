@@ -6,6 +6,11 @@ org, such as a failed login for an unknown address). Editing, removing or
 reordering a row breaks the chain; a head row per chain (locked while appending,
 so concurrent writers line up) and signed daily anchors catch a truncated tail.
 Events never hold personal data: ids, action names, outcomes and a request id.
+
+An event is recorded in the caller's session when the action happens and joins its
+chain right before the transaction commits (see "joining the chain at commit" below),
+so the head stays locked for the insert and the COMMIT only; a rolled-back transaction
+leaves no event, a committed one always has its events.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ import structlog
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+from sqlalchemy.sql import util as sql_util
 from sqlmodel import Field, SQLModel
 
-from app.db import UTCDateTime, utcnow
+from app.db import COMMIT_MAY_WAIT, UTCDateTime, utcnow
 
 if TYPE_CHECKING:
     from app.core.access import Actor
@@ -92,35 +98,31 @@ def _canonical_value(value: Any) -> Any:
     return value
 
 
-def compute_digest(prev_digest: str, fields: dict[str, Any]) -> str:
-    """SHA-256 over the previous digest and the event's canonical JSON (offline-checkable)."""
-    canonical = json.dumps(
+def _canonical_json(fields: dict[str, Any]) -> str:
+    return json.dumps(
         {name: _canonical_value(fields.get(name)) for name in _CANONICAL_FIELDS},
         sort_keys=True, separators=(",", ":"), ensure_ascii=False,
     )
-    return hashlib.sha256(f"{prev_digest}\n{canonical}".encode()).hexdigest()
+
+
+def compute_digest(prev_digest: str, fields: dict[str, Any]) -> str:
+    """SHA-256 over the previous digest and the event's canonical JSON (offline-checkable)."""
+    return hashlib.sha256(f"{prev_digest}\n{_canonical_json(fields)}".encode()).hexdigest()
+
+
+_SEQ_SLOT = '"seq":-1'  # only a key can read so: inside a JSON string the quotes are escaped
+
+
+def _canonical_around_seq(fields: dict[str, Any]) -> tuple[str, str]:
+    """The event's canonical JSON before and after its ``seq`` value, made while the seq is
+    not known yet: ``before + str(seq) + after`` is what :func:`compute_digest` hashes."""
+    before, after = _canonical_json(fields | {"seq": -1}).split(_SEQ_SLOT)
+    return before + '"seq":', after
 
 
 def _current_request_id() -> str | None:
     value = structlog.contextvars.get_contextvars().get("request_id")
     return str(value)[:128] if value else None
-
-
-def _lock_head(db: Session, chain_id: UUID) -> AuditChainHead:
-    table = AuditChainHead.__table__
-    dialect = db.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    db.execute(insert(table).values(chain_id=chain_id, seq=0, digest=GENESIS)
-               .on_conflict_do_nothing(index_elements=["chain_id"]))
-    head = db.execute(
-        sa.select(AuditChainHead).where(AuditChainHead.chain_id == chain_id)  # type: ignore[arg-type]
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalar_one()
-    return head
 
 
 def _sanitise_details(details: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -141,29 +143,16 @@ def _sanitise_details(details: dict[str, Any] | None) -> dict[str, Any] | None:
 def append_many(db: Session, *, action: str, org_id: UUID | None, actor_type: str,
                 actor_id: str | None, object_type: str, object_ids: list[UUID | str],
                 outcome: str = "success") -> list[AuditEvent]:
-    """Append one event per object (a listing that showed several clients), locking the
-    chain head once."""
-    if not object_ids:
-        return []
+    """Record one event per object (a listing that showed several clients); they join
+    the chain, one after the other, when the transaction commits."""
     chain_id = org_id or SYSTEM_CHAIN
-    head = _lock_head(db, chain_id)
-    prev, seq, at = head.digest, head.seq, utcnow()
-    request_id = _current_request_id()
-    events = []
-    for object_id in object_ids:
-        seq += 1
-        fields: dict[str, Any] = {
-            "chain_id": chain_id, "seq": seq, "at": at, "org_id": org_id,
-            "actor_type": actor_type, "actor_id": actor_id, "action": action,
-            "object_type": object_type, "object_id": str(object_id), "outcome": outcome,
-            "request_id": request_id, "details": None,
-        }
-        digest = compute_digest(prev, fields)
-        events.append(AuditEvent(**fields, prev_digest=prev, digest=digest))
-        prev = digest
-    db.add_all(events)
-    head.seq, head.digest = seq, prev
-    db.flush()
+    at, request_id = utcnow(), _current_request_id()
+    events = [AuditEvent(chain_id=chain_id, at=at, org_id=org_id, actor_type=actor_type,
+                         actor_id=actor_id, action=action, object_type=object_type,
+                         object_id=str(object_id), outcome=outcome, request_id=request_id,
+                         details=None)
+              for object_id in object_ids]
+    _unwritten(db).record(events)
     return events
 
 
@@ -180,29 +169,203 @@ def append(
     details: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> AuditEvent:
-    """Append one event to its org's chain inside the caller's transaction."""
-    chain_id = org_id or SYSTEM_CHAIN
-    head = _lock_head(db, chain_id)
-    fields: dict[str, Any] = {
-        "chain_id": chain_id,
-        "seq": head.seq + 1,
-        "at": at or utcnow(),
-        "org_id": org_id,
-        "actor_type": actor_type,
-        "actor_id": actor_id,
-        "action": action,
-        "object_type": object_type,
-        "object_id": str(object_id) if object_id is not None else None,
-        "outcome": outcome,
-        "request_id": _current_request_id(),
-        "details": _sanitise_details(details),
-    }
-    digest = compute_digest(head.digest, fields)
-    event = AuditEvent(**fields, prev_digest=head.digest, digest=digest)
-    db.add(event)
-    head.seq, head.digest = event.seq, digest
-    db.flush()
+    """Record one event in the caller's transaction; it joins its org's chain when the
+    transaction commits (``seq`` and the digests are set then)."""
+    event = AuditEvent(
+        chain_id=org_id or SYSTEM_CHAIN,
+        at=at or utcnow(),
+        org_id=org_id,
+        actor_type=actor_type,
+        actor_id=actor_id,
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id) if object_id is not None else None,
+        outcome=outcome,
+        request_id=_current_request_id(),
+        details=_sanitise_details(details),
+    )
+    _unwritten(db).record([event])
     return event
+
+
+# --- joining the chain at commit -----------------------------------------------------------
+# Appending locks the chain head row (PostgreSQL; SQLite's write lock on SQLite) until the
+# transaction ends, and every audited request of an agency appends to the same chain. An
+# event is therefore only recorded in the session when the request makes it, and joins the
+# chain in ``before_commit``: the lock is held for the insert and the COMMIT alone, not for
+# the decrypting, rendering and waiting the request does after its event. The event is
+# still written in the same transaction as the change it records. ``at`` is when the event
+# was recorded; ``seq`` is its place in the chain, which is the order of the commits.
+
+_UNWRITTEN = "advocase.audit_unwritten"
+
+
+class _Entry:
+    """A recorded event, its canonical JSON around the seq (made before any lock is taken)
+    and the number of the write that put it in the chain (0: not yet)."""
+
+    __slots__ = ("after", "before", "event", "written")
+
+    def __init__(self, event: AuditEvent) -> None:
+        self.event, self.written = event, 0
+        self.before, self.after = _canonical_around_seq(_chain_fields(event))
+
+
+class _Unwritten:
+    """The events a session recorded in its transaction and which of them are written.
+
+    A savepoint remembers where it began, so rolling it back forgets the events recorded
+    inside it and takes back the writes made inside it (the database undid them), which
+    join the chain again at commit."""
+
+    __slots__ = ("entries", "marks", "writes")
+
+    def __init__(self) -> None:
+        self.entries: list[_Entry] = []
+        self.writes = 0
+        self.marks: dict[Any, tuple[int, int]] = {}
+
+    def record(self, events: list[AuditEvent]) -> None:
+        self.entries.extend(_Entry(event) for event in events)
+
+    def pending(self) -> list[_Entry]:
+        return [entry for entry in self.entries if not entry.written]
+
+    def undo_to(self, savepoint: Any) -> None:
+        mark = self.marks.pop(savepoint, None)
+        if mark is None:
+            return
+        length, writes = mark
+        del self.entries[length:]
+        for entry in self.entries:
+            if entry.written > writes:
+                entry.written = 0
+
+
+def _unwritten(db: Session) -> _Unwritten:
+    """The session's record of unwritten events, bound to its current transaction (begun
+    here if none is, as the statements appending used to begin it)."""
+    if not db.in_transaction():
+        db.begin()
+    state = db.info.get(_UNWRITTEN)
+    if state is None:
+        state = db.info[_UNWRITTEN] = _Unwritten()
+        db.info[COMMIT_MAY_WAIT] = True  # a request's commit then runs off the event loop
+        savepoint = db.get_nested_transaction()
+        while savepoint is not None and savepoint.nested:  # already open: they begin empty
+            state.marks[savepoint] = (0, 0)
+            savepoint = savepoint.parent
+    return state
+
+
+def _chain_fields(event: AuditEvent) -> dict[str, Any]:
+    return {name: getattr(event, name) for name in _CANONICAL_FIELDS}
+
+
+def _lock_head(connection: sa.Connection, chain_id: UUID) -> tuple[int, str]:
+    """Lock the chain's head row (made on first use) and return its seq and digest.
+
+    One statement that writes: on PostgreSQL the upsert locks the row (waiting for a
+    concurrent appender's commit and then seeing its head); on SQLite, a write is what
+    takes the database's write lock before the head is read."""
+    table = AuditChainHead.__table__
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    upsert = insert(table).values(chain_id=chain_id, seq=0, digest=GENESIS)
+    row = connection.execute(
+        upsert.on_conflict_do_update(index_elements=["chain_id"],
+                                     set_={"chain_id": upsert.excluded.chain_id})
+        .returning(table.c.seq, table.c.digest)).one()
+    return int(row.seq), str(row.digest)
+
+
+def write_pending(db: Session) -> None:
+    """Append the events the session recorded and has not written to their chains now.
+
+    Runs by itself right before COMMIT, and before a statement of the session reads the
+    audit tables (so a transaction reads its own events); chains are locked in a fixed
+    order, so two transactions writing to the same two chains cannot deadlock."""
+    state: _Unwritten | None = db.info.get(_UNWRITTEN)
+    pending = state.pending() if state is not None else []
+    if not pending or state is None:
+        return
+    by_chain: dict[UUID, list[_Entry]] = {}
+    for entry in pending:
+        by_chain.setdefault(entry.event.chain_id, []).append(entry)
+    rows_of = {chain_id: [_chain_fields(entry.event) | {"id": entry.event.id}
+                          for entry in entries] for chain_id, entries in by_chain.items()}
+    connection = db.connection()
+    events_table, heads = AuditEvent.__table__, AuditChainHead.__table__
+    # One multi-row INSERT (RETURNING makes SQLAlchemy batch the rows into one statement).
+    insert_events = sa.insert(events_table)
+    for chain_id in sorted(by_chain, key=str):
+        seq, prev = _lock_head(connection, chain_id)  # held from here to the COMMIT
+        for entry, row in zip(by_chain[chain_id], rows_of[chain_id], strict=True):
+            seq += 1
+            digest = hashlib.sha256(
+                f"{prev}\n{entry.before}{seq}{entry.after}".encode()).hexdigest()
+            row.update(seq=seq, prev_digest=prev, digest=digest)
+            entry.event.seq, entry.event.prev_digest, entry.event.digest = seq, prev, digest
+            prev = digest
+        connection.execute(insert_events, rows_of[chain_id])
+        connection.execute(sa.update(heads).where(heads.c.chain_id == chain_id)
+                           .values(seq=seq, digest=prev))
+    state.writes += 1
+    for entry in pending:
+        entry.written = state.writes
+
+
+@sa.event.listens_for(Session, "before_commit")
+def _write_before_commit(session: Session) -> None:
+    state: _Unwritten | None = session.info.get(_UNWRITTEN)
+    if state is None or session.in_nested_transaction() or not state.pending():
+        return  # (a savepoint being released is not the commit: its events wait)
+    session.flush()  # the rest of the unit of work first, outside the lock
+    write_pending(session)
+
+
+_AUDIT_TABLES = frozenset({"audit_event", "audit_chain_head"})
+
+
+@sa.event.listens_for(Session, "do_orm_execute")
+def _write_before_reading_the_log(state: ORMExecuteState) -> None:
+    unwritten: _Unwritten | None = state.session.info.get(_UNWRITTEN)
+    if unwritten is None or not state.is_select or not unwritten.pending():
+        return
+    if {getattr(table, "name", None) for table in sql_util.find_tables(
+            state.statement, include_aliases=True, include_joins=True)} & _AUDIT_TABLES:
+        write_pending(state.session)
+
+
+@sa.event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(session: Session, transaction: SessionTransaction) -> None:
+    state: _Unwritten | None = session.info.get(_UNWRITTEN)
+    if state is not None and transaction.nested:
+        state.marks[transaction] = (len(state.entries), state.writes)
+
+
+@sa.event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    state: _Unwritten | None = session.info.get(_UNWRITTEN)
+    if state is None:
+        return
+    if previous_transaction.nested:
+        state.undo_to(previous_transaction)
+    else:
+        session.info.pop(_UNWRITTEN, None)
+        session.info.pop(COMMIT_MAY_WAIT, None)
+
+
+@sa.event.listens_for(Session, "after_transaction_end")
+def _forget_ended(session: Session, transaction: SessionTransaction) -> None:
+    # The session's transaction committed (its events written by then), rolled back or was
+    # closed: nothing carries over. (A savepoint's end is handled by the rollback hook
+    # above, which runs after this one; a released savepoint's mark is simply unused.)
+    if transaction.parent is None:
+        session.info.pop(_UNWRITTEN, None)
+        session.info.pop(COMMIT_MAY_WAIT, None)
 
 
 def record(

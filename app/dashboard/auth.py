@@ -28,7 +28,7 @@ from app.core.access import Actor
 from app.core.crypto import constant_time_equal, keyed_digest, new_token
 from app.core.errors import DomainError, Forbidden, NotFound
 from app.dashboard.web import DASHBOARD_CSP, Signed, render
-from app.db import SessionDep, UnitOfWorkRoute, finish_request_work
+from app.db import SessionDep, UnitOfWorkRoute, end_request_work
 from app.identity import service, web_sessions
 
 SESSION_COOKIE = "advocase_session"
@@ -310,9 +310,9 @@ class DashboardRoute(UnitOfWorkRoute):
                 except RequestValidationError as exc:
                     response = await run_in_threadpool(_invalid_request_page, request, exc)
             except BaseException as exc:
-                finish_request_work(request.scope, exc)
+                await end_request_work(request.scope, exc)
                 raise
-            finish_request_work(request.scope)
+            await end_request_work(request.scope)
             response.headers["content-security-policy"] = DASHBOARD_CSP
             return response
 

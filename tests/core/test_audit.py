@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -219,3 +220,110 @@ def test_audit_events_api_is_for_auditors_and_supervisors_of_the_org(client, db)
     naive = client.get("/api/v1/audit-events", params={"since": "2026-01-01T00:00:00"},
                        headers=bearer(tokens["auditorTrue"]))
     assert naive.status_code == 422
+
+
+# --- when the chain head is locked -------------------------------------------------------
+
+
+def _chain_events(url: str, chain_id) -> list[tuple[int, str]]:
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as conn:
+            table = audit.AuditEvent.__table__
+            return [tuple(row) for row in conn.execute(
+                sa.select(table.c.seq, table.c.action).where(table.c.chain_id == chain_id)
+                .order_by(table.c.seq))]
+    finally:
+        engine.dispose()
+
+
+def test_slow_work_after_an_event_does_not_hold_up_the_agencys_other_requests(
+        audit_db: str) -> None:
+    """Two requests of one agency, each recording its event and then working on (a page
+    being decrypted and rendered): neither waits for the other to commit, and the chain
+    comes out whole."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    org_id = write_events(audit_db, 1)[0].org_id
+    engine = create_db_engine(audit_db)
+    first_recorded, second_recorded = threading.Event(), threading.Event()
+
+    def first() -> bool:
+        with unit_of_work(engine, reading=True) as db:
+            audit.append(db, action="test.first", org_id=org_id)
+            first_recorded.set()
+            # The slow part of the request: it lasts until the other request has
+            # recorded its own event, which must not need this one's commit.
+            return second_recorded.wait(timeout=10)
+
+    def second() -> float:
+        assert first_recorded.wait(timeout=10)
+        started = time.monotonic()
+        with unit_of_work(engine, reading=True) as db:
+            audit.append(db, action="test.second", org_id=org_id)
+            second_recorded.set()
+        return time.monotonic() - started
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            slow, quick = pool.submit(first), pool.submit(second)
+            assert slow.result(timeout=30), "the second request waited for the first's commit"
+            assert quick.result(timeout=30) < 5
+    finally:
+        engine.dispose()
+    report = verify(audit_db)
+    assert report.ok, report.broken
+    events = _chain_events(audit_db, org_id)
+    assert {action for _, action in events[-2:]} == {"test.first", "test.second"}
+    assert [seq for seq, _ in events] == list(range(1, len(events) + 1))
+
+
+def test_an_event_commits_with_its_change_and_rolls_back_with_it(audit_db: str) -> None:
+    org_id = write_events(audit_db, 1)[0].org_id
+    before = _chain_events(audit_db, org_id)
+    engine = create_db_engine(audit_db)
+    try:
+        with pytest.raises(RuntimeError), unit_of_work(engine) as db:
+            audit.append(db, action="test.rolled_back", org_id=org_id)
+            raise RuntimeError("the change failed")
+        with unit_of_work(engine) as db:
+            kept = audit.append(db, action="test.kept", org_id=org_id)
+            try:
+                with db.begin_nested():
+                    audit.append(db, action="test.savepoint_undone", org_id=org_id)
+                    raise RuntimeError("a part of the work was undone")
+            except RuntimeError:
+                pass
+            # Read back within the same transaction: the event is there already.
+            seen = db.scalars(sa.select(audit.AuditEvent).where(
+                audit.AuditEvent.id == kept.id)).one()
+            assert seen.seq == kept.seq == len(before) + 1 and seen.digest == kept.digest
+            after = audit.append(db, action="test.after_savepoint", org_id=org_id)
+        with session_factory(engine)() as db:  # closed without committing
+            audit.append(db, action="test.never_committed", org_id=org_id)
+    finally:
+        engine.dispose()
+    assert _chain_events(audit_db, org_id) == [*before, (len(before) + 1, "test.kept"),
+                                               (len(before) + 2, "test.after_savepoint")]
+    assert after.prev_digest == kept.digest
+    report = verify(audit_db)
+    assert report.ok, report.broken
+
+
+def test_values_that_look_like_the_seq_field_do_not_confuse_the_digest(audit_db: str) -> None:
+    """The digest is prepared before the seq is known (outside the lock); text that reads
+    like the seq key inside a value must not be taken for it."""
+    org_id = write_events(audit_db, 1)[0].org_id
+    engine = create_db_engine(audit_db)
+    try:
+        with unit_of_work(engine) as db:
+            tricky = audit.append(db, action="test.tricky", org_id=org_id,
+                                  object_type="thing", object_id='"seq":-1',
+                                  details={"reason": 'x","seq":-1,"y', "n": -1})
+    finally:
+        engine.dispose()
+    fields = {name: getattr(tricky, name) for name in audit._CANONICAL_FIELDS}
+    assert tricky.digest == audit.compute_digest(tricky.prev_digest, fields)
+    report = verify(audit_db)
+    assert report.ok, report.broken

@@ -102,3 +102,42 @@ def test_a_denial_is_audited_durably_on_the_api_and_the_dashboard(live) -> None:
     dashboard = [row for row in rows if row.details.get("surface") == "dashboard"]
     assert len(dashboard) == 1 and dashboard[0].details["reason"] == "csrf"
     assert UUID(str(dashboard[0].actor_id)) == people["user_id"]
+
+
+def test_an_audited_request_commits_in_the_thread_pool_not_on_the_event_loop(live) -> None:
+    """Its commit appends to the agency's audit chain, which may wait for another
+    request's commit: the event loop must never be the one waiting."""
+    import asyncio
+
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    client, engine = live
+    people = _people(engine)
+    created = client.post("/api/v1/clients", json={"preferred_name": "Fictional Wren"},
+                          headers=bearer(people["token"]))
+    assert created.status_code == 201
+    on_loop: list[bool] = []
+
+    def commit_started(session: Session) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            on_loop.append(False)
+        else:
+            on_loop.append(True)
+
+    event.listen(Session, "before_commit", commit_started)
+    try:
+        read = client.get(f"/api/v1/clients/{created.json()['id']}",
+                          headers=bearer(people["token"]))
+        listed = client.get("/api/v1/clients", headers=bearer(people["token"]))
+        client.cookies.set(SESSION_COOKIE, people["cookie"], path="/dashboard")
+        caseload = client.get("/dashboard/clients")
+    finally:
+        event.remove(Session, "before_commit", commit_started)
+    assert read.status_code == listed.status_code == caseload.status_code == 200
+    assert "Fictional Wren" in caseload.text
+    assert on_loop == [False, False, False]
+    assert _count(engine, sa.select(sa.func.count()).select_from(AuditEvent).where(
+        AuditEvent.action.in_(("client.read", "client.listed")))) == 3
