@@ -25,6 +25,7 @@ import os
 import secrets
 import smtplib
 import ssl
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -476,8 +477,10 @@ def compose_digest(db: Session, user_id: UUID, delivery_ids: list[UUID],
 
 @dataclass
 class _SmtpLink:
-    """A worker process's open SMTP session, kept between messages: a reminder storm
-    would otherwise pay a connection, EHLO, STARTTLS and login per email."""
+    """A worker thread's open SMTP session, kept between messages: a reminder storm
+    would otherwise pay a connection, EHLO, STARTTLS and login per email. One per thread
+    (an SMTP conversation cannot be shared; Celery's threads pool runs tasks side by
+    side) and per process (never used across a fork)."""
 
     key: tuple[Any, ...]
     pid: int
@@ -485,7 +488,11 @@ class _SmtpLink:
     used: float
 
 
-_link: _SmtpLink | None = None
+class _Links(threading.local):
+    link: _SmtpLink | None = None
+
+
+_links = _Links()
 
 
 def _settings_key(settings: Settings) -> tuple[Any, ...]:
@@ -509,9 +516,8 @@ def _open_smtp(settings: Settings) -> smtplib.SMTP:
 
 
 def close_smtp() -> None:
-    """End this process's SMTP session, if any (QUIT, then close)."""
-    global _link
-    link, _link = _link, None
+    """End this thread's SMTP session, if any (QUIT, then close)."""
+    link, _links.link = _links.link, None
     if link is None or link.pid != os.getpid():
         return
     try:
@@ -521,17 +527,16 @@ def close_smtp() -> None:
 
 
 def _session(settings: Settings) -> smtplib.SMTP:
-    """This process's SMTP session for these settings: reused while it is fresh; after
+    """This thread's SMTP session for these settings: reused while it is fresh; after
     SMTP_IDLE_CHECK_S of silence checked with a NOOP first (servers close idle sessions),
-    and opened again when that fails. Never shared across a fork."""
-    global _link
+    and opened again when that fails. Never shared across a fork or between threads."""
     key, now = _settings_key(settings), time.monotonic()
-    link = _link
+    link = _links.link
     if link is not None and (link.pid != os.getpid() or link.key != key
                              or now - link.used > SMTP_MAX_IDLE_S):
         if link.pid == os.getpid():
             close_smtp()
-        link = _link = None
+        link = _links.link = None
     if link is not None and now - link.used > SMTP_IDLE_CHECK_S:
         try:
             alive = link.smtp.noop()[0] == 250
@@ -539,9 +544,9 @@ def _session(settings: Settings) -> smtplib.SMTP:
             alive = False
         if not alive:
             link.smtp.close()
-            link = _link = None
+            link = _links.link = None
     if link is None:
-        link = _link = _SmtpLink(key, os.getpid(), _open_smtp(settings), now)
+        link = _links.link = _SmtpLink(key, os.getpid(), _open_smtp(settings), now)
     return link.smtp
 
 
@@ -552,17 +557,16 @@ def smtp_send(message: EmailMessage, settings: Settings | None = None) -> None:
     """Hand one message to the configured SMTP server (raises on failure). A failure
     drops the session, so the next message starts with a new one; the message is never
     sent again here (the caller records the failure and the sweep retries later)."""
-    global _link
     settings = settings or get_settings()
     smtp = _session(settings)
     try:
         smtp.send_message(message)
     except BaseException:
-        _link = None
+        _links.link = None
         smtp.close()
         raise
-    if _link is not None:
-        _link.used = time.monotonic()
+    if _links.link is not None:
+        _links.link.used = time.monotonic()
 
 
 def mark_sent(db: Session, delivery_ids: list[UUID], *, now: datetime | None = None) -> None:

@@ -4,6 +4,7 @@ session without sending again, and a session is never used across a fork."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import Any
@@ -75,7 +76,7 @@ def test_a_failed_send_drops_the_session_and_is_not_repeated(counting, settings)
     server.refuse = True
     with pytest.raises(delivery.smtplib.SMTPDataError):
         delivery.smtp_send(message(1), configured)
-    assert server.messages == [] and delivery._link is None
+    assert server.messages == [] and delivery._links.link is None
     server.refuse = False
     delivery.smtp_send(message(2), configured)
     assert [m["Message-ID"] for m in server.messages] == ["<session-test-2@example.test>"]
@@ -106,9 +107,34 @@ def test_a_forked_process_opens_its_own_session(counting, settings) -> None:
     server, _ = counting
     configured = smtp_settings(settings, server.port)
     delivery.smtp_send(message(1), configured)
-    assert delivery._link is not None
-    delivery._link.pid = -1  # as a forked child sees its parent's session
+    assert delivery._links.link is not None
+    delivery._links.link.pid = -1  # as a forked child sees its parent's session
     delivery.smtp_send(message(2), configured)
     delivery.smtp_send(message(3), configured)
     assert len(server.messages) == 3
     assert server.sessions == 2  # the child's own, then reused
+
+
+def test_threads_never_share_a_session(counting, settings) -> None:
+    """Celery's threads pool runs tasks side by side: each thread has its own session."""
+    server, _ = counting
+    configured = smtp_settings(settings, server.port)
+    errors: list[BaseException] = []
+
+    def send_many(first: int) -> None:
+        try:
+            for n in range(first, first + 20):
+                delivery.smtp_send(message(n), configured)
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+        finally:
+            delivery.close_smtp()
+
+    threads = [threading.Thread(target=send_many, args=(i * 100,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert len(server.message_ids()) == 60
+    assert server.sessions == 3
