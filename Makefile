@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench.evidence
 	$(BIN)/python -m tests.bench.resources
 	$(BIN)/python -m tests.bench.referrals
+	$(BIN)/python -m tests.bench.reminders
 
 lint: $(STAMP)
 	$(BIN)/ruff check app workers migrations tests
