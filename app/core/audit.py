@@ -142,18 +142,16 @@ def _sanitise_details(details: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def append_many(db: Session, *, action: str, org_id: UUID | None, actor_type: str,
                 actor_id: str | None, object_type: str, object_ids: list[UUID | str],
-                outcome: str = "success") -> list[AuditEvent]:
+                outcome: str = "success") -> None:
     """Record one event per object (a listing that showed several clients); they join
-    the chain, one after the other, when the transaction commits."""
-    chain_id = org_id or SYSTEM_CHAIN
-    at, request_id = utcnow(), _current_request_id()
-    events = [AuditEvent(chain_id=chain_id, at=at, org_id=org_id, actor_type=actor_type,
-                         actor_id=actor_id, action=action, object_type=object_type,
-                         object_id=str(object_id), outcome=outcome, request_id=request_id,
-                         details=None)
-              for object_id in object_ids]
-    _unwritten(db).record(events)
-    return events
+    the chain, one after the other, when the transaction commits. (No row objects are
+    made for them: a page of 50 would spend more time building them than writing.)"""
+    base = {"chain_id": org_id or SYSTEM_CHAIN, "at": utcnow(), "org_id": org_id,
+            "actor_type": actor_type, "actor_id": actor_id, "action": action,
+            "object_type": object_type, "outcome": outcome,
+            "request_id": _current_request_id(), "details": None}
+    _unwritten(db).record([_Entry(base | {"id": uuid4(), "object_id": str(object_id)})
+                           for object_id in object_ids])
 
 
 def append(
@@ -170,21 +168,23 @@ def append(
     at: datetime | None = None,
 ) -> AuditEvent:
     """Record one event in the caller's transaction; it joins its org's chain when the
-    transaction commits (``seq`` and the digests are set then)."""
-    event = AuditEvent(
-        chain_id=org_id or SYSTEM_CHAIN,
-        at=at or utcnow(),
-        org_id=org_id,
-        actor_type=actor_type,
-        actor_id=actor_id,
-        action=action,
-        object_type=object_type,
-        object_id=str(object_id) if object_id is not None else None,
-        outcome=outcome,
-        request_id=_current_request_id(),
-        details=_sanitise_details(details),
-    )
-    _unwritten(db).record([event])
+    transaction commits (``seq`` and the digests of the returned event are set then)."""
+    row = {
+        "id": uuid4(),
+        "chain_id": org_id or SYSTEM_CHAIN,
+        "at": at or utcnow(),
+        "org_id": org_id,
+        "actor_type": actor_type,
+        "actor_id": actor_id,
+        "action": action,
+        "object_type": object_type,
+        "object_id": str(object_id) if object_id is not None else None,
+        "outcome": outcome,
+        "request_id": _current_request_id(),
+        "details": _sanitise_details(details),
+    }
+    event = AuditEvent(**row)
+    _unwritten(db).record([_Entry(row, event)])
     return event
 
 
@@ -201,14 +201,14 @@ _UNWRITTEN = "advocase.audit_unwritten"
 
 
 class _Entry:
-    """A recorded event, its canonical JSON around the seq (made before any lock is taken)
-    and the number of the write that put it in the chain (0: not yet)."""
+    """A recorded event: its columns but the seq and digests, the row object handed to the
+    caller (if one was), and the number of the write that put it in the chain (0: not
+    yet)."""
 
-    __slots__ = ("after", "before", "event", "written")
+    __slots__ = ("event", "row", "written")
 
-    def __init__(self, event: AuditEvent) -> None:
-        self.event, self.written = event, 0
-        self.before, self.after = _canonical_around_seq(_chain_fields(event))
+    def __init__(self, row: dict[str, Any], event: AuditEvent | None = None) -> None:
+        self.row, self.event, self.written = row, event, 0
 
 
 class _Unwritten:
@@ -225,8 +225,8 @@ class _Unwritten:
         self.writes = 0
         self.marks: dict[Any, tuple[int, int]] = {}
 
-    def record(self, events: list[AuditEvent]) -> None:
-        self.entries.extend(_Entry(event) for event in events)
+    def record(self, entries: list[_Entry]) -> None:
+        self.entries.extend(entries)
 
     def pending(self) -> list[_Entry]:
         return [entry for entry in self.entries if not entry.written]
@@ -256,10 +256,6 @@ def _unwritten(db: Session) -> _Unwritten:
             state.marks[savepoint] = (0, 0)
             savepoint = savepoint.parent
     return state
-
-
-def _chain_fields(event: AuditEvent) -> dict[str, Any]:
-    return {name: getattr(event, name) for name in _CANONICAL_FIELDS}
 
 
 def _lock_head(connection: sa.Connection, chain_id: UUID) -> tuple[int, str]:
@@ -293,23 +289,25 @@ def write_pending(db: Session) -> None:
         return
     by_chain: dict[UUID, list[_Entry]] = {}
     for entry in pending:
-        by_chain.setdefault(entry.event.chain_id, []).append(entry)
-    rows_of = {chain_id: [_chain_fields(entry.event) | {"id": entry.event.id}
-                          for entry in entries] for chain_id, entries in by_chain.items()}
+        by_chain.setdefault(entry.row["chain_id"], []).append(entry)
+    # Everything but the seq and the digests is ready before the lock is taken.
+    prepared = {chain_id: [(entry, dict(entry.row), *_canonical_around_seq(entry.row))
+                           for entry in entries] for chain_id, entries in by_chain.items()}
     connection = db.connection()
     events_table, heads = AuditEvent.__table__, AuditChainHead.__table__
-    # One multi-row INSERT (RETURNING makes SQLAlchemy batch the rows into one statement).
-    insert_events = sa.insert(events_table)
-    for chain_id in sorted(by_chain, key=str):
+    for chain_id in sorted(prepared, key=str):
         seq, prev = _lock_head(connection, chain_id)  # held from here to the COMMIT
-        for entry, row in zip(by_chain[chain_id], rows_of[chain_id], strict=True):
+        rows = []
+        for entry, row, before, after in prepared[chain_id]:
             seq += 1
-            digest = hashlib.sha256(
-                f"{prev}\n{entry.before}{seq}{entry.after}".encode()).hexdigest()
+            digest = hashlib.sha256(f"{prev}\n{before}{seq}{after}".encode()).hexdigest()
             row.update(seq=seq, prev_digest=prev, digest=digest)
-            entry.event.seq, entry.event.prev_digest, entry.event.digest = seq, prev, digest
+            rows.append(row)
+            if entry.event is not None:
+                entry.event.seq, entry.event.prev_digest, entry.event.digest = \
+                    seq, prev, digest
             prev = digest
-        connection.execute(insert_events, rows_of[chain_id])
+        connection.execute(sa.insert(events_table), rows)
         connection.execute(sa.update(heads).where(heads.c.chain_id == chain_id)
                            .values(seq=seq, digest=prev))
     state.writes += 1
