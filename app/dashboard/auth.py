@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import Depends, Form, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -40,6 +42,31 @@ LOGIN_PATH = "/dashboard/login"
 SECOND_FACTOR_PATH = "/dashboard/login/mfa"
 ENROL_PATH = "/dashboard/security/mfa"
 _LOGIN_FORM_PURPOSE = "advocase/dashboard-login-form/v1"
+
+
+# A page to return to after signing in: a dashboard path of plain segments (ids, words),
+# never a scheme, host, query, "//", "." or ".." — so it cannot lead anywhere else.
+_RETURN_PATH = re.compile(r"/dashboard(/[A-Za-z0-9_-][A-Za-z0-9._~-]*)*/?")
+_NO_RETURN = (LOGIN_PATH, SECOND_FACTOR_PATH, "/dashboard/logout", "/dashboard/invitation")
+
+
+def safe_return_path(path: str | None) -> str | None:
+    """``path`` if it is a dashboard page worth returning to after signing in, else None."""
+    if not path or len(path) > 300 or not _RETURN_PATH.fullmatch(path):
+        return None
+    if path.rstrip("/") in _NO_RETURN or path.rstrip("/").endswith("/unread-count"):
+        return None
+    return path
+
+
+def login_redirect(request: Request, *, ended: bool) -> str:
+    """The sign-in page, remembering the page asked for (a GET only, path without query:
+    a query could carry what someone typed)."""
+    query = {"note": "ended"} if ended else {}
+    back = safe_return_path(request.url.path) if request.method == "GET" else None
+    if back is not None and back.rstrip("/") != "/dashboard":
+        query["next"] = back
+    return LOGIN_PATH + (f"?{urlencode(query)}" if query else "")
 
 
 class SignInRequired(Exception):
@@ -299,8 +326,8 @@ class DashboardRoute(UnitOfWorkRoute):
                 try:
                     response: Response = await handler(request)
                 except SignInRequired as exc:
-                    response = RedirectResponse(
-                        LOGIN_PATH + ("?note=ended" if exc.ended else ""), status_code=303)
+                    response = RedirectResponse(login_redirect(request, ended=exc.ended),
+                                                status_code=303)
                     if exc.ended:
                         clear_session_cookie(response, request)
                 except EnrolmentRequired:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from typing import Annotated, Any
+from urllib.parse import urlencode
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -41,6 +42,7 @@ from app.dashboard.auth import (
     client_address,
     refuse,
     request_db,
+    safe_return_path,
     set_pending_login_cookie,
     set_session_cookie,
 )
@@ -94,8 +96,9 @@ def _redirect(path: str) -> RedirectResponse:
 
 def _login_page(request: Request, form: LoginForm, *, status_code: int = 200,
                 problem: DomainError | None = None, email: str = "",
-                note: str | None = None) -> Response:
+                note: str | None = None, back: str | None = None) -> Response:
     response = render(request, "login.html", title="Sign in", csrf_token=form.token,
+                      next_path=safe_return_path(back),
                       email=email, note=LOGIN_NOTES.get(note or ""), problem=problem,
                       status_code=status_code,
                       headers=problem.headers if problem is not None else None)
@@ -104,11 +107,14 @@ def _login_page(request: Request, form: LoginForm, *, status_code: int = 200,
 
 @router.get("/login")
 def login_page(request: Request, db: SessionDep,
-               note: Annotated[str | None, Query(max_length=40)] = None) -> Response:
-    """The sign-in form (a signed-in visitor goes straight home)."""
+               note: Annotated[str | None, Query(max_length=40)] = None,
+               next_path: Annotated[str | None, Query(alias="next", max_length=2000)] = None
+               ) -> Response:
+    """The sign-in form (a signed-in visitor goes straight on). ``next`` is the page to
+    return to afterwards, kept only when it is a plain dashboard path."""
     if web_sessions.resolve_dashboard_session(db, request.cookies.get(SESSION_COOKIE)):
-        return _redirect(HOME_PATH)
-    return _login_page(request, LoginForm(request), note=note)
+        return _redirect(safe_return_path(next_path) or HOME_PATH)
+    return _login_page(request, LoginForm(request), note=note, back=next_path)
 
 
 def _end_previous_session(request: Request, db: SessionDep) -> None:
@@ -118,11 +124,13 @@ def _end_previous_session(request: Request, db: SessionDep) -> None:
         web_sessions.end_dashboard_session(db, found[0])
 
 
-def _open_session(request: Request, db: SessionDep, user: StaffUser) -> Response:
+def _open_session(request: Request, db: SessionDep, user: StaffUser,
+                  back: str | None = None) -> Response:
     _end_previous_session(request, db)
     _session, token = web_sessions.start_dashboard_session(
         db, user, user_agent=request.headers.get("user-agent"))
-    target = ENROL_PATH if service.needs_mfa_enrolment(db, user) else HOME_PATH
+    target = ENROL_PATH if service.needs_mfa_enrolment(db, user) \
+        else safe_return_path(back) or HOME_PATH
     response = _redirect(target)
     set_session_cookie(response, request, token)
     if PENDING_LOGIN_COOKIE in request.cookies:
@@ -133,27 +141,33 @@ def _open_session(request: Request, db: SessionDep, user: StaffUser) -> Response
 @router.post("/login")
 def login_submit(request: Request, db: SessionDep, _form: LoginFormChecked,
                  email: Annotated[str, Form(max_length=254)] = "",
-                 password: Annotated[str, Form(max_length=1024)] = "") -> Response:
+                 password: Annotated[str, Form(max_length=1024)] = "",
+                 next_path: Annotated[str, Form(alias="next", max_length=2000)] = ""
+                 ) -> Response:
     """Step one: the password. With MFA on, step two asks for the code."""
     form = LoginForm(request)
+    back = safe_return_path(next_path)
     try:
         step = web_sessions.check_password(db, email=email, password=password,
                                            address=client_address(request))
     except DomainError as exc:
         refuse(request, exc)
         return _login_page(request, form, status_code=_form_status(exc), problem=exc,
-                           email=email)
+                           email=email, back=back)
     if step.second_factor_needed:
-        response = _redirect(SECOND_FACTOR_PATH)
+        response = _redirect(SECOND_FACTOR_PATH + (f"?{urlencode({'next': back})}"
+                                                   if back else ""))
         set_pending_login_cookie(response, request, web_sessions.issue_pending_login(step.user))
         return response
-    return _open_session(request, db, step.user)
+    return _open_session(request, db, step.user, back)
 
 
 def _second_factor_page(request: Request, form: LoginForm, *, status_code: int = 200,
-                        problem: DomainError | None = None) -> Response:
+                        problem: DomainError | None = None,
+                        back: str | None = None) -> Response:
     response = render(request, "login_mfa.html", title="Enter your code",
                       csrf_token=form.token, problem=problem, status_code=status_code,
+                      next_path=safe_return_path(back),
                       headers=problem.headers if problem is not None else None)
     return form.attach(response, request)
 
@@ -165,17 +179,22 @@ def _signin_expired(request: Request) -> Response:
 
 
 @router.get("/login/mfa")
-def second_factor_page(request: Request, db: SessionDep) -> Response:
+def second_factor_page(request: Request, db: SessionDep,
+                       next_path: Annotated[str | None, Query(alias="next",
+                                                              max_length=2000)] = None
+                       ) -> Response:
     """Step two: a code from the authenticator app, or a recovery code."""
     if web_sessions.pending_login_user(db, request.cookies.get(PENDING_LOGIN_COOKIE)) is None:
         return _redirect(LOGIN_PATH) if PENDING_LOGIN_COOKIE not in request.cookies \
             else _signin_expired(request)
-    return _second_factor_page(request, LoginForm(request))
+    return _second_factor_page(request, LoginForm(request), back=next_path)
 
 
 @router.post("/login/mfa")
 def second_factor_submit(request: Request, db: SessionDep, _form: LoginFormChecked,
-                         code: Annotated[str, Form(max_length=64)] = "") -> Response:
+                         code: Annotated[str, Form(max_length=64)] = "",
+                         next_path: Annotated[str, Form(alias="next", max_length=2000)] = ""
+                         ) -> Response:
     user = web_sessions.pending_login_user(db, request.cookies.get(PENDING_LOGIN_COOKIE))
     if user is None:
         return _signin_expired(request)
@@ -185,8 +204,8 @@ def second_factor_submit(request: Request, db: SessionDep, _form: LoginFormCheck
     except DomainError as exc:
         refuse(request, exc)
         return _second_factor_page(request, LoginForm(request), problem=exc,
-                                   status_code=_form_status(exc))
-    return _open_session(request, db, user)
+                                   status_code=_form_status(exc), back=next_path)
+    return _open_session(request, db, user, next_path)
 
 
 @router.post("/logout")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
 
 import pytest
@@ -196,7 +197,9 @@ def test_page_access(web: TestClient, db: Session, page: Page, caller: str) -> N
     if response.status_code == 303:
         location = response.headers["location"]
         if caller == "anonymous" or page.path.startswith("/dashboard/login/"):
-            assert location == "/dashboard/login"
+            # The sign-in page, remembering the page asked for (path only).
+            assert urlsplit(location).path == "/dashboard/login"
+            assert parse_qs(urlsplit(location).query).get("next", [path])[0] == path
         else:
             assert location == "/dashboard"
     elif response.status_code == 200 and page.media != "text/html":
@@ -478,7 +481,8 @@ def test_an_idle_session_ends(web, db) -> None:
     db.commit()
     response = web.get("/dashboard/sessions")
     assert response.status_code == 303
-    assert response.headers["location"] == "/dashboard/login?note=ended"
+    assert response.headers["location"] == \
+        "/dashboard/login?note=ended&next=%2Fdashboard%2Fsessions"
     assert f'{SESSION_COOKIE}=""' in response.headers["set-cookie"]
     db.refresh(session)
     assert session.revoked_at is not None and session.revoked_reason == "idle"
