@@ -287,6 +287,42 @@ def audit_anchor_command(as_json: bool) -> None:
     _emit(data, as_json, f"anchored {len(data['anchored'])} chains")
 
 
+@cli.group("report")
+def report_group() -> None:
+    """Reports: check a court summary's PDF, manifest or bundle."""
+
+
+@report_group.command("verify")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--signature", "signature_file", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="manifest.sig, when FILE is a manifest on its own.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def report_verify_command(file: Path, signature_file: Path | None, as_json: bool) -> None:
+    """Exit 0 when FILE (a report PDF, manifest.json or the ZIP bundle) is exactly what
+    advocase produced here and every exhibit still matches; 1 otherwise, saying what
+    failed."""
+    _configure_logging("cli")
+    from app.core.storage import get_storage
+    from app.db import unit_of_work
+    from app.reports import verification
+
+    signature = signature_file.read_text().strip() if signature_file else None
+    with file.open("rb") as handle, unit_of_work(reading=True) as db:
+        result = verification.verify_file(db, handle, storage=get_storage(),
+                                          signature=signature)
+    data = result.as_dict()
+    lines = [f"{'ok' if c.ok else 'FAILED'}: {c.check}: {c.detail}" for c in result.checks]
+    for e in result.exhibits:
+        good = e.in_file in ("match", "not_included") and e.stored == "intact"
+        lines.append(f"{'ok' if good else 'FAILED'}: exhibit {e.number}: in file {e.in_file}, "
+                     f"stored {e.stored}")
+    verdict = "verified" if result.ok else "NOT verified"
+    _emit(data, as_json, "\n".join([f"{file.name}: {result.file_kind}, {verdict}", *lines]))
+    if not result.ok:
+        sys.exit(1)
+
+
 @cli.group("keys")
 def keys_group() -> None:
     """Encryption keys: org keysets and client data keys."""

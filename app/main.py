@@ -33,6 +33,7 @@ from app.legal import api as legal_api
 from app.notifications import api as notifications_api
 from app.referrals import api as referrals_api
 from app.reminders import api as reminders_api
+from app.reports import api as reports_api
 from app.resources import api as resources_api
 from app.risk import api as risk_api
 from app.safety_plans import api as safety_plans_api
@@ -109,6 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_routes(app, referrals_api.router)
     _add_routes(app, notifications_api.router)
     _add_routes(app, reminders_api.router)
+    _add_routes(app, reports_api.router)
+    app.state.body_limit_overrides.append(reports_api.verify_body_limit(settings))
     _add_routes(app, webhooks_api.router)
     _add_routes(app, resources_api.router)
     _add_routes(app, dashboard_views.router)

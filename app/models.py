@@ -26,6 +26,7 @@ from app.reminders.models import (
     ReminderDelivery,
     ReminderSettings,
 )
+from app.reports.models import Report, ReportSigningKey
 from app.resources.models import Resource, ResourceFacet, ResourceOpening
 from app.risk.models import AgencyInstrument, RiskAssessment
 from app.safety_plans.models import SafetyPlanVersion
@@ -49,4 +50,5 @@ __all__ = [
     "WebhookAttempt", "WebhookDelivery", "WebhookEndpoint", "WebhookEvent",
     "Resource", "ResourceFacet", "ResourceOpening",
     "Referral", "ReferralNote", "ReferralTransition",
+    "Report", "ReportSigningKey",
 ]

@@ -128,6 +128,15 @@ class Settings(BaseSettings):
     webhook_allow_private_targets: bool = Field(
         default=False, description="Accept loopback/private webhook targets (never in production)")
 
+    # Reports (court summaries): how long a built report can be downloaded before its stored
+    # files are deleted, and the largest file `POST /api/v1/reports/verify` accepts.
+    report_ttl_hours: float = Field(
+        default=72, gt=0, le=24 * 365,
+        description="Hours a built report stays downloadable; then its files are deleted")
+    report_verify_max_bytes: int = Field(
+        default=1024 * 1024 * 1024, ge=1024,
+        description="Largest upload to the report verification endpoint (a whole bundle)")
+
     # Email (reminders and notifications to staff; a client's email only where their
     # safe-contact preferences allow it). No host: no email is sent, in-app only.
     smtp_host: str | None = None

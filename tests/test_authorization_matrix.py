@@ -555,6 +555,24 @@ MATRIX: list[Route] = [
           ("/close", "POST", 403, 200, lambda w: {"reason": "Fictional matrix reason"}),
           ("/notes", "POST", None, 201, lambda w: {"body": "Fictional matrix note"}))
       for target in REFERRAL_REACH],
+    # Reports follow their client: those who may work on the client request one; those who
+    # read it follow and download it (409 here: not built yet). Anyone on the agency's
+    # client staff may check a file; the manifest keys are public.
+    *[Route("POST", "/api/v1/reports", rights, target=target,
+            body=lambda w, target=target: _report_body(w, target))
+      for target, rights in (("own", client_rights(404, 202, 202)),
+                             ("other_caseload", client_rights(404, 202, 404)),
+                             ("other_org", client_rights(404, 404, 404)))],
+    *[Route("GET", f"/api/v1/reports/{{report_id}}{leaf}", rights(ok), target=target)
+      for leaf, ok in (("", 200), ("/download", 409))
+      for target, rights in (("own", lambda ok: client_rights(404, ok, ok)),
+                             ("other_caseload", lambda ok: client_rights(404, ok, 404)),
+                             ("other_org", lambda ok: client_rights(404, 404, 404)))],
+    Route("POST", "/api/v1/reports/verify", client_rights(200, 200, 200),
+          files=lambda w: {"file": ("fictional.txt", b"Fictional, not a report\n",
+                                    "text/plain")}),
+    *[Route("GET", "/api/v1/orgs/{org_id}/report-key", dict.fromkeys(CALLERS, 200),
+            target=target) for target in ("own", "other_org")],
 ]
 
 # Served by the framework, not by our routers.
@@ -842,6 +860,33 @@ def _referral_id(w: World, target: str, path: str) -> str:
     return str(made.id)
 
 
+def _report_body(w: World, target: str) -> dict[str, Any]:
+    """A court summary of the target's client: its one incident, today's period."""
+    today = utcnow().date()
+    return {"kind": "court_summary", "client_id": w.clients[target],
+            "period": {"start": (today - timedelta(days=2)).isoformat(),
+                       "end": today.isoformat()},
+            "incident_ids": [w.incidents[target]]}
+
+
+def _report_id(w: World, target: str) -> str:
+    """A queued report of the target's client, requested for the row."""
+    from sqlalchemy.orm import object_session
+
+    from app.core.access import Actor
+    from app.reports import service as reports
+    from app.reports.schemas import CourtSummaryCreate
+
+    db = object_session(w.users["supervisor"])
+    assert db is not None
+    user = w.other_org_user if target == "other_org" else w.users["supervisor"]
+    actor = Actor(kind="user", id=user.id, org_id=user.org_id, role=user.role)
+    made = reports.request_court_summary(
+        db, actor, CourtSummaryCreate.model_validate(_report_body(w, target)))
+    db.commit()
+    return str(made.id)
+
+
 def _path(row: Route, w: World, caller: str) -> str:
     path = row.path
     if "{user_id}" in path:
@@ -879,6 +924,11 @@ def _path(row: Route, w: World, caller: str) -> str:
         path = path.replace("{reminder_id}", _reminder_id(w, row.target))
     if "{referral_id}" in path:
         path = path.replace("{referral_id}", _referral_id(w, row.target, row.path))
+    if "{report_id}" in path:
+        path = path.replace("{report_id}", _report_id(w, row.target))
+    if "{org_id}" in path:
+        path = path.replace("{org_id}", str(w.other_org_user.org_id if row.target == "other_org"
+                                            else w.users["supervisor"].org_id))
     return path
 
 

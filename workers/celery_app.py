@@ -39,6 +39,28 @@ REMINDER_RULES_TASK = "reminders.reevaluate_rules"
 REMINDER_RESYNC_TASK = "reminders.resync_org"
 REMINDER_SWEEP_INTERVAL = 15.0
 
+# --- reports -------------------------------------------------------------------------------
+# A build takes the report id only and claims the report in the database with a lease; the
+# sweep enqueues reports whose message was lost or whose worker died (lease run out); the
+# expiry task deletes the stored files of reports past ADVOCASE_REPORT_TTL_HOURS.
+REPORT_BUILD_TASK = "reports.build"
+REPORT_SWEEP_TASK = "reports.enqueue_due"
+REPORT_EXPIRE_TASK = "reports.expire"
+REPORT_STORAGE_SWEEP_TASK = "reports.sweep_storage"
+REPORT_SWEEP_INTERVAL = 30.0
+REPORT_EXPIRE_INTERVAL = 600.0
+
+
+def report_beat_entries() -> dict[str, Any]:
+    return {
+        "reports-due": {"task": REPORT_SWEEP_TASK, "schedule": REPORT_SWEEP_INTERVAL,
+                        "options": {"expires": REPORT_SWEEP_INTERVAL}},
+        "reports-expire": {"task": REPORT_EXPIRE_TASK, "schedule": REPORT_EXPIRE_INTERVAL,
+                           "options": {"expires": REPORT_EXPIRE_INTERVAL}},
+        "reports-storage-sweep-daily": {"task": REPORT_STORAGE_SWEEP_TASK,
+                                        "schedule": crontab(minute=50, hour=0)},
+    }
+
 
 def reminder_beat_entries() -> dict[str, Any]:
     return {
@@ -133,6 +155,7 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
         "options": {"expires": WEBHOOK_SWEEP_INTERVAL},
     }
     schedule.update(reminder_beat_entries())
+    schedule.update(report_beat_entries())
     if str(settings.broker_url).startswith("sqla+"):
         schedule["embedded-broker-cleanup"] = {
             "task": BROKER_CLEANUP_TASK,

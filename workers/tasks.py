@@ -361,3 +361,69 @@ def reevaluate_reminder_rules() -> int:
         with unit_of_work() as db:
             rules.sync_reminders_for(db, kind, source_id)
     return len(sources)
+
+
+# --- reports ------------------------------------------------------------------------------
+
+from celery.exceptions import SoftTimeLimitExceeded  # noqa: E402
+
+# A court summary of hundreds of incidents and images takes a while; the soft limit comes
+# first and is recorded as the build's failure, the hard one ends a stuck process (its
+# lease then runs out and the sweep retries the report).
+REPORT_SOFT_TIME_LIMIT = 900
+REPORT_TIME_LIMIT = 960
+
+
+@celery_app.task(name=_schedule.REPORT_BUILD_TASK, ignore_result=True, acks_late=True,
+                 reject_on_worker_lost=True, soft_time_limit=REPORT_SOFT_TIME_LIMIT,
+                 time_limit=REPORT_TIME_LIMIT)
+def build_report(report_id: str) -> str:
+    """Claim one report (atomically, with a lease kept alive while it builds), build it,
+    store it encrypted, mark it done. A report already taken or finished is left alone,
+    so a duplicate message does no harm; a worker killed mid-build leaves a lease that
+    runs out, and the sweep enqueues the report again."""
+    from app.reports import build
+
+    outcome = build.build_report(UUID(report_id), work=unit_of_work,
+                                 time_limits=(SoftTimeLimitExceeded,))
+    log.info("report_build_finished", report_id=report_id, outcome=outcome)
+    return outcome
+
+
+@celery_app.task(name=_schedule.REPORT_SWEEP_TASK, ignore_result=True)
+def enqueue_due_reports() -> int:
+    """Beat: enqueue, by id, reports queued for a while (message lost) or whose builder's
+    lease ran out (worker died). Claims make duplicates harmless."""
+    from app.reports import service as reports
+
+    with unit_of_work(reading=True) as db:
+        due = reports.due_report_ids(db)
+        for report_id in due:
+            deferred.enqueue_after_commit(db, _schedule.REPORT_BUILD_TASK, report_id,
+                                          expires=_schedule.REPORT_SWEEP_INTERVAL)
+    if due:
+        log.info("reports_enqueued", count=len(due))
+    return len(due)
+
+
+@celery_app.task(name=_schedule.REPORT_EXPIRE_TASK, ignore_result=True)
+def expire_reports() -> int:
+    """Beat: delete the stored files of reports past their expiry (manifests stay)."""
+    from app.reports import service as reports
+
+    with unit_of_work() as db:
+        expired = reports.expire_reports(db, get_storage())
+    if expired:
+        log.info("reports_expired", count=expired)
+    return expired
+
+
+@celery_app.task(name=_schedule.REPORT_STORAGE_SWEEP_TASK, ignore_result=True)
+def sweep_report_storage() -> dict[str, int]:
+    """Beat (daily): remove stored report files no report names (a killed build's)."""
+    from app.reports import service as reports
+
+    with unit_of_work(reading=True) as db:
+        removed = reports.sweep_storage(db, get_storage())
+    log.info("report_storage_swept", **removed)
+    return removed

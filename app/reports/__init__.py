@@ -1,0 +1,1 @@
+"""Reports: court-ready incident summaries built by workers, signed and verifiable."""

@@ -1,0 +1,157 @@
+"""Redaction profiles: what a report hides, applied to the data before anything renders it.
+
+Two kinds of hiding, both done here on plain data (dicts, lists, strings) so that a hidden
+value never reaches a template:
+
+- fields withheld where they are: a witness's contact details or name, the other person's
+  identifiers — replaced by a label saying what was withheld;
+- values scrubbed wherever they occur: the client's address, the agency's confidential
+  shelter addresses, the client's phone numbers and e-mail addresses, children's names,
+  witnesses' details — every occurrence in every text (an incident's place, the client's
+  account, a correction's before and after) is replaced by a label, case-insensitively
+  and whatever the spacing. An address is also scrubbed line by line (each line with a
+  number: a street and house number, a postcode), so a street named alone is caught too.
+
+:func:`leftovers` is the last check before rendering: it searches the redacted data for
+every hidden value once more, and the build fails rather than render one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+PROFILES: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "safe_location": ("client_address", "shelter_locations", "client_contact_details"),
+    "standard": ("client_address", "shelter_locations", "client_contact_details",
+                 "witness_contacts", "children_names"),
+    "strict": ("client_address", "shelter_locations", "client_contact_details",
+               "witness_contacts", "children_names", "witness_names",
+               "respondent_identifiers"),
+}
+LABELS = {
+    "client_address": "[address withheld]",
+    "shelter_locations": "[location withheld]",
+    "client_contact_details": "[contact details withheld]",
+    "witness_contacts": "[contact details withheld]",
+    "witness_names": "[name withheld]",
+    "children_names": "[child's name withheld]",
+    "respondent_identifiers": "[identifier withheld]",
+}
+DESCRIPTIONS = {
+    "client_address": "the client's current address",
+    "shelter_locations": "the locations of the agency's confidential shelters",
+    "client_contact_details": "the client's phone numbers and e-mail addresses",
+    "witness_contacts": "witnesses' contact details",
+    "witness_names": "witnesses' names",
+    "children_names": "children's names",
+    "respondent_identifiers": "the other person's phone numbers, accounts and addresses",
+}
+# Parts of an address shorter than this are not scrubbed on their own ("12").
+MIN_PART = 4
+
+
+def hidden_kinds(profile: str, also_hide: Iterable[str]) -> tuple[str, ...]:
+    """Every kind of data a report with this profile (and these additions) hides."""
+    chosen = set(PROFILES[profile]) | set(also_hide)
+    return tuple(kind for kind in LABELS if kind in chosen)
+
+
+def address_parts(address: str) -> list[str]:
+    """An address, and each of its lines or comma-separated parts that locates a place on
+    its own: one with a number (a street and house number, a postcode). A town name alone
+    is left, or every police force and court of the town would be scrubbed with it."""
+    parts = [address.strip()]
+    parts += [p.strip() for p in re.split(r"[\n,;]", address)
+              if len(p.strip()) >= MIN_PART and re.search(r"\d", p)]
+    return [p for p in dict.fromkeys(parts) if p]
+
+
+def _pattern(value: str) -> str:
+    words = [re.escape(w) for w in value.split()]
+    body = r"\s+".join(words)
+    # Whole words only where the value starts or ends with a word character, so that a
+    # child called "Al" is not scrubbed out of "also".
+    start = r"(?<!\w)" if re.match(r"\w", value) else ""
+    end = r"(?!\w)" if re.search(r"\w$", value) else ""
+    return start + body + end
+
+
+@dataclass
+class Redactor:
+    """Scrubs the values of each hidden kind from any text given to it."""
+
+    values: dict[str, list[str]] = field(default_factory=dict)  # kind -> values
+
+    def add(self, kind: str, values: Iterable[str | None]) -> None:
+        found = [v.strip() for v in values if v and v.strip()]
+        if found:
+            self.values.setdefault(kind, []).extend(found)
+
+    def _compiled(self) -> list[tuple[re.Pattern[str], str]]:
+        pairs = [(value, LABELS[kind]) for kind, values in self.values.items()
+                 for value in values]
+        # Longest first: a whole address before one of its lines.
+        pairs.sort(key=lambda pair: len(pair[0]), reverse=True)
+        return [(re.compile(_pattern(value), re.IGNORECASE), label) for value, label in pairs]
+
+    def scrub(self, data: Any) -> Any:
+        """``data`` with every hidden value replaced by its label (a new structure)."""
+        compiled = self._compiled()
+
+        def walk(item: Any) -> Any:
+            if isinstance(item, str):
+                for pattern, label in compiled:
+                    item = pattern.sub(label, item)
+                return item
+            if isinstance(item, dict):
+                return {key: walk(value) for key, value in item.items()}
+            if isinstance(item, list | tuple):
+                return [walk(value) for value in item]
+            return item
+
+        return walk(data) if compiled else data
+
+    def leftovers(self, data: Any) -> list[str]:
+        """The kinds whose values can still be found in ``data`` (should be none)."""
+        texts: list[str] = []
+
+        def collect(item: Any) -> None:
+            if isinstance(item, str):
+                texts.append(item)
+            elif isinstance(item, dict):
+                for value in item.values():
+                    collect(value)
+            elif isinstance(item, list | tuple):
+                for value in item:
+                    collect(value)
+
+        collect(data)
+        found = []
+        for kind, values in self.values.items():
+            patterns = [re.compile(_pattern(v), re.IGNORECASE) for v in values]
+            if any(p.search(text) for p in patterns for text in texts):
+                found.append(kind)
+        return found
+
+
+def withhold_fields(state: dict[str, Any], hidden: tuple[str, ...]) -> dict[str, Any]:
+    """An incident revision's content with the withheld fields replaced by their labels."""
+    out = dict(state)
+    witnesses = []
+    for number, witness in enumerate(out.get("witnesses") or [], start=1):
+        witness = dict(witness)
+        if "witness_names" in hidden and witness.get("name"):
+            witness["name"] = f"Witness {number} {LABELS['witness_names']}"
+        if "witness_contacts" in hidden and witness.get("contact"):
+            witness["contact"] = LABELS["witness_contacts"]
+        witnesses.append(witness)
+    out["witnesses"] = witnesses
+    if "respondent_identifiers" in hidden and out.get("respondent_identifiers"):
+        out["respondent_identifiers"] = [
+            {"kind": item.get("kind", "other"), "value": LABELS["respondent_identifiers"],
+             "platform": ""} for item in out["respondent_identifiers"]]
+    return out
