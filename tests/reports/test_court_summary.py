@@ -1,0 +1,220 @@
+"""What the court summary says: every chosen incident in order with its revisions, the
+client's account apart from the advocate's observations, the exhibits with their hashes
+re-checked at export and their custody, the orders and court dates, the chart, the
+certification — and nothing a redaction profile hides."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from typing import Any
+from uuid import UUID
+
+import pytest
+from pypdf import PdfReader
+from sqlmodel import Session
+
+from app.evidence.models import Evidence
+from tests.reports.conftest import (
+    CHILD_NAME,
+    CLIENT_ADDRESS,
+    CLIENT_PHONE,
+    CORRECTED_REPORT_NUMBER,
+    CORRECTION_REASON,
+    FIRST_REPORT_NUMBER,
+    RETRACTION_REASON,
+    SHELTER_ADDRESS,
+    WITNESS_CONTACT,
+    WITNESS_NAME,
+    Case,
+    pdf_text,
+)
+
+
+def built(client, case: Case, run_build, **changes: Any) -> dict[str, Any]:
+    response = client.post("/api/v1/reports", json=case.body(**changes), headers=case.headers())
+    assert response.status_code == 202, response.text
+    report_id = response.json()["id"]
+    assert run_build(report_id) == "done"
+    status = client.get(f"/api/v1/reports/{report_id}", headers=case.headers()).json()
+    pdf = client.get(status["downloads"]["pdf"], headers=case.headers()).content
+    bundle = client.get(status["downloads"]["bundle"], headers=case.headers()).content
+    return {"id": report_id, "status": status, "pdf": pdf, "bundle": bundle,
+            "text": pdf_text(pdf)}
+
+
+# Values the standard profile hides, as typed into the record.
+HIDDEN_BY_STANDARD = [CLIENT_ADDRESS, "12 Example Street", CLIENT_PHONE, CHILD_NAME,
+                      SHELTER_ADDRESS, "99 Fictional Refuge Lane", "555-0142",
+                      "marguerite@example.org"]
+
+
+def test_a_redacted_value_appears_nowhere_in_the_pdf_nor_the_bundle(
+        client, case: Case, sent_tasks, run_build) -> None:
+    report = built(client, case, run_build)  # the standard profile
+    text = report["text"].casefold()
+    for value in HIDDEN_BY_STANDARD:
+        assert value.casefold() not in text, value
+    assert "[address withheld]" in report["text"]
+    assert "[child's name withheld]" in report["text"]
+    assert "[location withheld]" in report["text"]
+    # Neither in the raw PDF (no compressed stream to hide it either: pypdf read it all) nor
+    # in the manifest, the signature or the bundle's own files (the original exhibits are
+    # the client's evidence as received and are compared by hash, not read here).
+    with zipfile.ZipFile(io.BytesIO(report["bundle"])) as bundle:
+        for name in ("manifest.json", "manifest.sig", "README.txt"):
+            content = bundle.read(name).decode().casefold()
+            for value in HIDDEN_BY_STANDARD:
+                assert value.casefold() not in content, (name, value)
+    # The witness stays named (the standard profile hides contact details, not names).
+    assert WITNESS_NAME in report["text"]
+
+
+def test_without_redaction_the_same_values_are_found(client, case: Case, sent_tasks,
+                                                     run_build) -> None:
+    """The check above can see these values when they are there."""
+    text = built(client, case, run_build, redaction_profile="none")["text"]
+    for value in (CLIENT_ADDRESS, CLIENT_PHONE, CHILD_NAME, SHELTER_ADDRESS,
+                  "marguerite@example.org"):
+        assert value in text, value
+    assert "withheld]" not in text
+
+
+def test_the_strict_profile_also_hides_witness_names(client, case: Case, sent_tasks,
+                                                     run_build) -> None:
+    text = built(client, case, run_build, redaction_profile="strict")["text"]
+    assert WITNESS_NAME not in text and "Marguerite" not in text
+    assert "Witness 1 [name withheld]" in text
+
+
+def test_every_chosen_incident_in_order_with_its_revisions(client, case: Case, sent_tasks,
+                                                           run_build) -> None:
+    # Chosen out of order: the report puts them in the order they happened.
+    report = built(client, case, run_build,
+                   incident_ids=[str(i) for i in reversed(case.incidents)])
+    text = report["text"]
+    headings = ["Incident 1: 10 January 2026, 21:30 (Europe/London)",
+                "Incident 2: 3 February 2026 (time not known, Europe/London)",
+                "Incident 3: between 20 February 2026 and 22 February 2026"]
+    positions = [text.find(h) for h in headings]
+    missing = [h for h, p in zip(headings, positions, strict=True) if p < 0]
+    assert not missing, missing
+    assert positions == sorted(positions)
+    # The correction is a dated revision with its reason, before and after side by side.
+    first = text[positions[0]:positions[1]]
+    assert "Revision 1, recorded" in first and "Revision 2, saved" in first
+    assert CORRECTION_REASON in first
+    assert f"{FIRST_REPORT_NUMBER} → {CORRECTED_REPORT_NUMBER}" in first
+    # The client's account is kept apart from the advocate's observations.
+    account = first.index("In the client's own words")
+    observations = first.index("The advocate's observations")
+    assert account < first.index("took my phone") < observations
+    assert observations < first.index("bruising visible on the left forearm")
+    assert "Fictional Sampletown Police" in first and "Fictional Officer Dale" in first
+    # The retraction is shown, with its reason, and the incident stays in.
+    third = text[positions[2]:]
+    assert "Retracted on" in third and RETRACTION_REASON in third
+    assert "retracting the incident" in third
+    # Not chosen: not there.
+    assert "Fictional account from last year" not in text
+
+
+def test_every_exhibit_hash_matches_and_its_custody_is_listed(client, case: Case, db: Session,
+                                                              sent_tasks, run_build) -> None:
+    report = built(client, case, run_build)
+    with zipfile.ZipFile(io.BytesIO(report["bundle"])) as bundle:
+        manifest = json.loads(bundle.read("manifest.json"))
+        exhibits = [i for i in manifest["items"] if i["type"] == "exhibit"]
+        assert [e["number"] for e in exhibits] == [1, 2, 3]
+        assert {UUID(e["evidence_id"]) for e in exhibits} == set(case.evidence.values())
+        for item in exhibits:
+            evidence = db.get(Evidence, UUID(item["evidence_id"]))
+            assert evidence is not None
+            original = bundle.read(item["file"])
+            assert hashlib.sha256(original).hexdigest() == item["sha256"] == evidence.sha256
+            assert item["size_bytes"] == evidence.size_bytes == len(original)
+            # In the PDF: the hash at upload and re-checked at export, found identical.
+            assert report["text"].count(evidence.sha256) >= 2
+        pdf = bundle.read("court-summary.pdf")
+    assert pdf == report["pdf"]
+    assert manifest["document"]["sha256"] == hashlib.sha256(pdf).hexdigest()
+    assert manifest["software"] == {"name": "advocase", "version": "0.1.0"}
+    assert manifest["redaction"]["profile"] == "standard"
+    revisions = [i for i in manifest["items"] if i["type"] == "incident_revision"]
+    assert [(i["incident_number"], i["revision"]) for i in revisions] == \
+        [(1, 1), (1, 2), (2, 1), (3, 1), (3, 2)]
+    assert {i["type"] for i in manifest["items"]} >= {"protective_order", "court_date"}
+    text = report["text"]
+    assert "Identical: the stored file has not changed since it was received." in text
+    assert "Chain of custody" in text and "Received" in text
+    assert text.count("Exhibit 1") >= 1 and "Fictional photo of the forearm" in text
+
+
+def test_images_are_embedded_without_their_metadata(client, case: Case, sent_tasks,
+                                                    run_build) -> None:
+    report = built(client, case, run_build)
+    reader = PdfReader(io.BytesIO(report["pdf"]))
+    images = {image.data: image for page in reader.pages for image in page.images}
+    assert len(images) == 2  # the photo and the drawing; the text file is listed only
+    for image in images.values():
+        assert b"Fictional photo taken at the refuge" not in image.data
+    # The original photo in the bundle is the evidence as received, metadata and all.
+    with zipfile.ZipFile(io.BytesIO(report["bundle"])) as bundle:
+        photo = next(n for n in bundle.namelist() if n.startswith("exhibits/001-"))
+        assert b"Fictional photo taken at the refuge" in bundle.read(photo)
+
+
+def test_the_pdf_is_tagged_archival_with_fonts_embedded(client, case: Case, sent_tasks,
+                                                        run_build) -> None:
+    report = built(client, case, run_build)
+    reader = PdfReader(io.BytesIO(report["pdf"]))
+    root = reader.trailer["/Root"]
+    assert bool(root["/MarkInfo"]["/Marked"])
+    assert "/StructTreeRoot" in root
+    metadata = root["/Metadata"].get_object().get_data()
+    assert b"<pdfaid:part>3</pdfaid:part>" in metadata or b'pdfaid:part="3"' in metadata
+    fonts = []
+    for page in reader.pages:
+        for font in (page["/Resources"].get("/Font") or {}).values():
+            fonts.append(font.get_object())
+    assert fonts
+    for font in fonts:
+        descendant = font["/DescendantFonts"][0].get_object() if "/DescendantFonts" in font \
+            else font
+        descriptor = descendant["/FontDescriptor"].get_object()
+        assert any(k in descriptor for k in ("/FontFile", "/FontFile2", "/FontFile3"))
+    assert reader.metadata is not None and reader.metadata.title.startswith("Incident summary")
+
+
+def test_cover_chart_orders_and_certification(client, case: Case, sent_tasks,
+                                              run_build) -> None:
+    report = built(client, case, run_build)
+    text = report["text"]
+    for expected in ("Incident summary", "Fictional County Family Court", "FC-2026-0099",
+                     "Petitioner Fictional Client Rowan Example",
+                     "Respondent Fictional Respondent Blake",
+                     "1 January 2026 to 31 March 2026", "Prepared by Test advocate",
+                     "Protective orders", "Temporary", "granted", "15 January 2026",
+                     "15 July 2026",
+                     "No contact with the petitioner", "Court dates",
+                     "Protective order hearing held", "Timeline",
+                     "Certification of records", "902(11), 902(13) and 902(14)",
+                     "made at or near the time", "regularly conducted activity",
+                     "were compared and are identical",
+                     "under penalty of perjury", "Signature", "Printed name",
+                     "is for the court to decide"):
+        assert expected in text, expected
+    # The chart is a picture (vector drawing), with its numbers as text.
+    assert "Incidents per month" in text and "Jan 2026" in text and "Feb 2026" in text
+
+
+@pytest.mark.parametrize("also_hide", [["respondent_identifiers", "witness_names"]])
+def test_also_hide_adds_to_a_profile(client, case: Case, sent_tasks, run_build,
+                                     also_hide: list[str]) -> None:
+    text = built(client, case, run_build, redaction_profile="safe_location",
+                 also_hide=also_hide)["text"]
+    assert WITNESS_NAME not in text
+    # safe_location keeps witness contacts: the profile's own list still applies.
+    assert "555-0142" in text and WITNESS_CONTACT.split(", ")[1] in text
