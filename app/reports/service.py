@@ -406,8 +406,9 @@ def expire_reports(db: Session, storage: Storage, *, now: datetime | None = None
 
 def sweep_storage(db: Session, storage: Storage, *,
                   older_than: timedelta = ORPHAN_GRACE) -> dict[str, int]:
-    """Remove stored report files no done report names (a worker killed after storing and
-    before committing, or a failed attempt's leftovers), once they are old enough."""
+    """Remove stored report files no report names (a worker killed after storing and before
+    committing, or a failed attempt's leftovers) and abandoned partial writes, once they are
+    old enough."""
     cutoff = utcnow() - older_than
     candidates = [o.key for o in storage.objects(STORAGE_PREFIX) if o.modified_at < cutoff]
     removed = 0
@@ -417,7 +418,9 @@ def sweep_storage(db: Session, storage: Storage, *,
         known |= set(db.scalars(sa.select(Report.bundle_key)
                                 .where(Report.bundle_key.in_(batch))))
         removed += sum(storage.delete(key) for key in batch if key not in known)
-    return {"orphans_removed": removed}
+    # A worker killed while writing leaves a temporary file, never a published object.
+    return {"orphans_removed": removed,
+            "incomplete_removed": storage.discard_incomplete(older_than)}
 
 
 # --- the agency's public keys ------------------------------------------------------------------
