@@ -103,6 +103,15 @@ def _hash_stream(stream: IO[bytes], limit: int | None = None) -> tuple[str, int]
     return digest.hexdigest(), size
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _count(value: Any) -> int:
+    """A size from a manifest (which may be crafted): a non-negative int, else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def _kind(head: bytes) -> str:
     if head.startswith(b"PK\x03\x04"):
         return "bundle"
@@ -134,7 +143,7 @@ def _parse_manifest(raw: bytes) -> dict[str, Any] | None:
 
 def _check_signature(db: Session, result: Result, manifest: dict[str, Any], raw: bytes,
                      signature: str | None, org_id: UUID | None) -> None:
-    key_id = (manifest.get("signature") or {}).get("key_id")
+    key_id = _mapping(manifest.get("signature")).get("key_id")
     key = None
     try:
         key = db.scalar(_in_org(sa.select(ReportSigningKey).where(
@@ -175,7 +184,8 @@ def _check_known(db: Session, result: Result, manifest: dict[str, Any], raw: byt
 
 
 def _exhibit_items(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    return [item for item in manifest.get("items") or []
+    items = manifest.get("items")
+    return [item for item in (items if isinstance(items, list) else [])
             if isinstance(item, dict) and item.get("type") == "exhibit"]
 
 
@@ -200,14 +210,14 @@ def _check_exhibits(db: Session, storage: Storage, result: Result, manifest: dic
         try:
             evidence_id = UUID(str(item.get("evidence_id")))
             number, sha256 = int(item["number"]), str(item["sha256"])
-            size = int(item.get("size_bytes") or 0)
+            size = _count(item.get("size_bytes"))
         except (KeyError, TypeError, ValueError):
             result.checks.append(Check("manifest_items", False,
                                        "An exhibit of the manifest is malformed."))
             continue
         in_file = "not_included"
-        if bundle is not None and item.get("file"):
-            name = str(item["file"])
+        if bundle is not None and isinstance(item.get("file"), str):
+            name = item["file"]
             if name not in names:
                 in_file = "missing"
             else:
@@ -246,16 +256,16 @@ def _verify_bundle(db: Session, storage: Storage, file: IO[bytes], result: Resul
             signature = entry.read(1024).decode("ascii", "replace")
         _check_signature(db, result, manifest, raw, signature, org_id)
         report = _check_known(db, result, manifest, raw, org_id)
-        document = manifest.get("document") or {}
+        document = _mapping(manifest.get("document"))
         with bundle.open(build.PDF_NAME) as entry:
-            pdf_digest, pdf_size = _hash_stream(entry, int(document.get("size_bytes") or 0))
+            pdf_digest, pdf_size = _hash_stream(entry, _count(document.get("size_bytes")))
         same_pdf = pdf_digest == document.get("sha256") and pdf_size == document.get(
             "size_bytes")
         result.checks.append(Check("pdf_sha256", same_pdf,
                                    "The PDF is the one the manifest lists." if same_pdf else
                                    "The PDF's SHA-256 differs from the manifest's: the PDF "
                                    "was changed."))
-        listed = {str(i["file"]) for i in _exhibit_items(manifest) if i.get("file")}
+        listed = {i["file"] for i in _exhibit_items(manifest) if isinstance(i.get("file"), str)}
         extra = names - listed - needed - {build.README_NAME}
         result.checks.append(Check("bundle_contents", not extra,
                                    "The bundle holds exactly the listed files." if not extra

@@ -126,6 +126,22 @@ def test_another_agency_cannot_vouch_for_the_report(client, case: Case, made) ->
     assert result["ok"] is False and "manifest_signature" in failed(result)
 
 
+def test_a_crafted_manifest_is_refused_not_crashed_on(client, case: Case, made) -> None:
+    crafted = json.dumps({"format": "advocase-report-manifest/1", "signature": ["x"],
+                          "document": {"size_bytes": "many", "sha256": 5},
+                          "items": [{"type": "exhibit", "number": "one", "file": 7},
+                                    {"type": "exhibit", "number": 1, "sha256": "0" * 64,
+                                     "evidence_id": str(case.evidence["text"]),
+                                     "size_bytes": -3, "file": "exhibits/nothing.txt"}],
+                          "report_id": None}).encode()
+    result = verify(client, case, rezip(made["bundle"], {"manifest.json": crafted}))
+    assert result["ok"] is False and result["authentic"] is False
+    assert {"manifest_signature", "manifest_known", "pdf_sha256", "manifest_items"} <= \
+        failed(result)
+    assert [(e["in_file"], e["stored"]) for e in result["exhibits"]] == \
+        [("missing", "mismatch")]
+
+
 def test_a_file_that_is_no_report(client, case: Case) -> None:
     result = verify(client, case, b"Fictional: not a report at all\n")
     assert (result["file_kind"], result["ok"], result["authentic"]) == ("unknown", False, False)
