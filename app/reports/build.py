@@ -424,8 +424,14 @@ def build_report(report_id: UUID, *, work: Work = unit_of_work,
                 raise BuildFailed("requester_inactive", (
                     "The staff member who asked for this report can no longer sign in, so it "
                     "was not made."))
-            if not service.finish_report(db, claim, actor, built,
-                                         ttl=timedelta(hours=settings.report_ttl_hours)):
+            try:
+                finished = service.finish_report(
+                    db, claim, actor, built, ttl=timedelta(hours=settings.report_ttl_hours))
+            except NotFound as exc:  # an exhibit left the requester's reach meanwhile
+                raise BuildFailed("out_of_reach", (
+                    "A chosen record left the requester's reach while the report was being "
+                    "made, so it was not kept.")) from exc
+            if not finished:
                 raise ClaimLost()
         log.info("report_built", report_id=str(report_id), attempt=claim.attempt,
                  seconds=round(time.monotonic() - started, 2))
