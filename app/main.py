@@ -23,6 +23,7 @@ from app.dashboard import directory as dashboard_directory
 from app.dashboard import evidence_pages as dashboard_evidence
 from app.dashboard import referrals as dashboard_referrals
 from app.dashboard import reminders as dashboard_reminders
+from app.dashboard import report_pages as dashboard_reports
 from app.dashboard import views as dashboard_views
 from app.db import get_engine
 from app.evidence import api as evidence_api
@@ -121,6 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_routes(app, dashboard_directory.router)
     _add_routes(app, dashboard_referrals.router)
     _add_routes(app, dashboard_reminders.router)
+    _add_routes(app, dashboard_reports.router)
+    app.state.body_limit_overrides.append(dashboard_reports.verify_body_limit(settings))
     app.state.body_limit_overrides.append(dashboard_evidence.upload_body_limit(settings))
     app.mount("/dashboard/static", StaticFiles(directory=DASHBOARD_STATIC_DIR),
               name="dashboard-static")

@@ -37,6 +37,7 @@ NAV = (
     NavItem("My day", "/dashboard/my-day", "clients:read"),
     NavItem("Clients", "/dashboard/clients", "clients:read"),
     NavItem("Referrals", "/dashboard/referrals", "clients:read"),
+    NavItem("Reports", "/dashboard/reports", "clients:read"),
     NavItem("Directory", "/dashboard/resources", "resources:read"),
     NavItem("My sessions", "/dashboard/sessions", "sessions:own"),
     NavItem("Security", "/dashboard/security", "mfa:own"),

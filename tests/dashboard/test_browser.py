@@ -64,8 +64,8 @@ def test_an_advocate_with_mfa_signs_in_with_password_then_code(tab, server) -> N
     tab.wait_for_url("**/dashboard")
     assert tab.locator("#signed-in-name").inner_text() == "Avery Fictional-Advocate"
     assert tab.locator("#signed-in-role").inner_text() == "Advocate"
-    assert nav_links(tab) == ["Home", "My day", "Clients", "Referrals", "Directory",
-                              "My sessions", "Security"]
+    assert nav_links(tab) == ["Home", "My day", "Clients", "Referrals", "Reports",
+                              "Directory", "My sessions", "Security"]
     assert tab.locator('a[href="/dashboard/users"]').count() == 0
     assert tab.locator('a[href="/dashboard/partner-apps"]').count() == 0
     assert tab.goto("/dashboard/users").status == 404

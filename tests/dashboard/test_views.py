@@ -56,6 +56,9 @@ DIRECTORY_READERS = {"anonymous": 303, "admin": 200, "supervisor": 200, "advocat
                      "auditor": 404}
 DIRECTORY_KEEPERS = {"anonymous": 303, "admin": 200, "supervisor": 200, "advocate": 404,
                      "auditor": 404}
+# A report still waiting for its worker: nothing to download yet (409) for those in reach.
+REPORT_NOT_BUILT = {"anonymous": 303, "admin": 404, "supervisor": 409, "advocate": 409,
+                    "auditor": 404}
 
 PAGES = [
     # Public pages. A signed-in visitor of the sign-in page goes home; the code step
@@ -120,6 +123,13 @@ PAGES = [
     Page("/dashboard/notification-settings", {"anonymous": 303} | SIGNED_IN),
     Page("/dashboard/reminder-rules", {"anonymous": 303, "admin": 200, "supervisor": 200,
                                        "advocate": 404, "auditor": 404}),
+    # Reports: of a client in reach (the advocate's own; every client for a supervisor).
+    Page("/dashboard/clients/{client_id}/reports/new", CLIENT_STAFF),
+    Page("/dashboard/reports", CLIENT_STAFF),
+    Page("/dashboard/reports/verify", CLIENT_STAFF),
+    Page("/dashboard/reports/{report_id}", CLIENT_STAFF),
+    Page("/dashboard/reports/{report_id}/progress", CLIENT_STAFF, media="application/json"),
+    Page("/dashboard/reports/{report_id}/download", REPORT_NOT_BUILT),
 ]
 
 
@@ -141,6 +151,17 @@ def reminder_of(db: Session, user: StaffUser) -> UUID:
     made = reminders.create_reminder(db, actor, ReminderCreate(
         due_at=utcnow() + timedelta(hours=1), note="Fictional page reminder"))
     return made.reminder.id
+
+
+def report_of(db: Session, user: StaffUser) -> UUID:
+    """A court summary of a client of ``user``'s, queued (no worker has taken it)."""
+    from app.reports.models import Report
+
+    report = Report(org_id=user.org_id, client_id=client_with_plan(db, user),
+                    kind="court_summary", parameters="", requested_by=user.id)
+    db.add(report)
+    db.flush()
+    return report.id
 
 
 def dashboard_routes(routes: list[Any]) -> set[tuple[str, str]]:
@@ -180,6 +201,9 @@ def test_page_access(web: TestClient, db: Session, page: Page, caller: str) -> N
     if "{reminder_id}" in path:
         owner = user if caller == "advocate" else colleague
         path = path.replace("{reminder_id}", str(reminder_of(db, owner)))
+    if "{report_id}" in path:
+        owner = user if caller == "advocate" else colleague
+        path = path.replace("{report_id}", str(report_of(db, owner)))
     if "{client_id}" in path:
         owner = user if caller == "advocate" else colleague
         client_id = client_with_plan(db, owner)
