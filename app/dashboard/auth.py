@@ -54,7 +54,9 @@ def safe_return_path(path: str | None) -> str | None:
     """``path`` if it is a dashboard page worth returning to after signing in, else None."""
     if not path or len(path) > 300 or not _RETURN_PATH.fullmatch(path):
         return None
-    if path.rstrip("/") in _NO_RETURN or path.rstrip("/").endswith("/unread-count"):
+    # A page's background poll (the bell's count, a report's progress) is no page.
+    if path.rstrip("/") in _NO_RETURN or path.rstrip("/").endswith(("/unread-count",
+                                                                     "/progress")):
         return None
     return path
 

@@ -200,3 +200,49 @@ def test_downloads_are_audited_and_the_bundle_verifies_on_the_verify_page(
     assert [e.outcome for e in verified] == ["success", "failure"]
     empty = web.post("/dashboard/reports/verify", data={"csrf_token": token})
     assert empty.status_code == 422 and 'href="#file"' in empty.text
+
+
+def test_a_failed_and_an_expired_report_say_so(web: TestClient, db: Session, case: Case,
+                                               sent_tasks) -> None:
+    sign_in(web, db, case.users["advocate"])
+    failed_id = UUID(_request(web, case).headers["location"].rsplit("/", 1)[1])
+    expired_id = UUID(_request(web, case).headers["location"].rsplit("/", 1)[1])
+    failed, expired = db.get(Report, failed_id), db.get(Report, expired_id)
+    assert failed is not None and expired is not None
+    failed.status, failed.step, failed.failure_code = "failed", "failed", "exhibit_mismatch"
+    failed.failure_detail = "Exhibit 2 no longer matches its SHA-256 at upload."
+    expired.status, expired.step = "expired", "expired"
+    db.commit()
+    page = web.get(f"/dashboard/reports/{failed_id}")
+    assert "Exhibit 2 no longer matches its SHA-256 at upload." in page.text
+    assert "download?part=" not in page.text
+    progress = web.get(f"/dashboard/reports/{failed_id}/progress").json()
+    assert (progress["status"], progress["done"]) == ("failed", True)
+    assert progress["failure_reason"].startswith("Exhibit 2")
+    gone = web.get(f"/dashboard/reports/{expired_id}")
+    assert "This report has expired" in gone.text and "download?part=" not in gone.text
+    assert web.get(f"/dashboard/reports/{expired_id}/download?part=pdf").status_code == 410
+
+
+def test_a_file_advocase_did_not_make_is_not_verified(web: TestClient, db: Session,
+                                                       case: Case) -> None:
+    sign_in(web, db, case.users["supervisor"])
+    token = csrf_from(web.get("/dashboard/reports/verify").text)
+    response = web.post("/dashboard/reports/verify", data={"csrf_token": token},
+                        files={"file": ("notes.txt", b"Fictional notes, not a report",
+                                        "text/plain")})
+    assert response.status_code == 200
+    assert "Not verified" in response.text
+    assert "not a file advocase produces" in response.text
+
+
+def test_signing_in_after_a_poll_does_not_return_to_the_poll(web: TestClient, db: Session,
+                                                              case: Case, sent_tasks) -> None:
+    sign_in(web, db, case.users["advocate"])
+    report_id = _request(web, case).headers["location"].rsplit("/", 1)[1]
+    web.cookies.clear()
+    polled = web.get(f"/dashboard/reports/{report_id}/progress")
+    assert polled.status_code == 303
+    assert polled.headers["location"] == "/dashboard/login"
+    page = web.get(f"/dashboard/reports/{report_id}")
+    assert page.headers["location"] == f"/dashboard/login?next=%2Fdashboard%2Freports%2F{report_id}"
