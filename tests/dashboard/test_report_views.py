@@ -246,3 +246,18 @@ def test_signing_in_after_a_poll_does_not_return_to_the_poll(web: TestClient, db
     assert polled.headers["location"] == "/dashboard/login"
     page = web.get(f"/dashboard/reports/{report_id}")
     assert page.headers["location"] == f"/dashboard/login?next=%2Fdashboard%2Freports%2F{report_id}"
+
+
+def test_the_verify_page_takes_files_larger_than_an_ordinary_form(web: TestClient, db: Session,
+                                                                  case: Case, app) -> None:
+    """Bundles run to many megabytes: the page has the API's verification limit, not the
+    1 MiB of other forms."""
+    settings = app.state.settings
+    assert settings.report_verify_max_bytes > 2 * settings.max_body_bytes
+    sign_in(web, db, case.users["advocate"])
+    token = csrf_from(web.get("/dashboard/reports/verify").text)
+    large = b"PK\x03\x04" + b"\x00" * (2 * settings.max_body_bytes)
+    response = web.post("/dashboard/reports/verify", data={"csrf_token": token},
+                        files={"file": ("bundle.zip", large, "application/zip")})
+    assert response.status_code == 200
+    assert "Not verified" in response.text
