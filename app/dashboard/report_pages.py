@@ -338,7 +338,9 @@ def report_page(request: Request, report_id: UUID, db: SessionDep,
     expired = report.status == "expired" or (
         report.status == "done" and report.expires_at is not None
         and report.expires_at <= utcnow())
-    return _page(request, "report.html", title=f"Report for {_case_number(db, report)}",
+    case_number = _case_number(db, report)
+    return _page(request, "report.html",
+                 title=f"Report for {case_number}" if case_number else "Report",
                  report=report, progress=_progress(report), expired=expired,
                  parts=list(PART_LABELS.items()), poll_seconds=POLL_SECONDS)
 
