@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     report_verify_max_bytes: int = Field(
         default=1024 * 1024 * 1024, ge=1024,
         description="Largest upload to the report verification endpoint (a whole bundle)")
+    report_suppression_threshold: int = Field(
+        default=5, ge=1, le=100,
+        description="Funder reports hide every count from 1 to this many (small-cell "
+                    "suppression)")
 
     # Email (reminders and notifications to staff; a client's email only where their
     # safe-contact preferences allow it). No host: no email is sent, in-app only.

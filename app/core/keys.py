@@ -821,3 +821,30 @@ def open_keyset_for_client(db: Session, *, org_id: UUID, client_id: UUID, purpos
     except tink.TinkError as exc:
         raise DecryptionError("the sealed keyset does not open here: altered, or moved from "
                               "another object or client") from exc
+
+
+def _org_sealed_keyset_ad(org_id: UUID, purpose: str, bound_to: object) -> bytes:
+    return _ad("advocase/org-sealed-keyset/v1", purpose, org_id, bound_to)
+
+
+def seal_keyset_for_org(db: Session, *, org_id: UUID, purpose: str, bound_to: UUID | str,
+                        keyset: tink.KeysetHandle) -> bytes:
+    """Encrypt ``keyset`` under the org's key-wrapping keyset (for what belongs to the
+    agency as a whole, not to one client), bound to org, ``purpose`` and ``bound_to``."""
+    if not _KIND.match(purpose):
+        raise ValueError("the purpose must be a short lower-case identifier")
+    return _wrap(keyset, _org_keys(db, org_id).wrapping,
+                 _org_sealed_keyset_ad(org_id, purpose, bound_to))
+
+
+def open_keyset_for_org(db: Session, *, org_id: UUID, purpose: str, bound_to: UUID | str,
+                        sealed: bytes) -> tink.KeysetHandle:
+    """The keyset :func:`seal_keyset_for_org` sealed for the same place; raises
+    :class:`DecryptionError` for one altered or moved from another object or org."""
+    try:
+        return tink.proto_keyset_format.parse_encrypted(
+            sealed, _org_keys(db, org_id, create=False).wrapping,
+            _org_sealed_keyset_ad(org_id, purpose, bound_to))
+    except tink.TinkError as exc:
+        raise DecryptionError("the sealed keyset does not open here: altered, or moved from "
+                              "another object or org") from exc

@@ -7,8 +7,10 @@ import re
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
+from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
 from app.core import access, audit
@@ -44,14 +46,56 @@ def _out(report: Report) -> schemas.ReportOut:
         downloads=service.downloads_of(report))
 
 
+def report_request(payload: Annotated[dict[str, Any], Body()]
+                   ) -> schemas.CourtSummaryCreate | schemas.FunderAggregateCreate:
+    """The body, checked with the schema of its ``kind`` (court_summary unless it says
+    funder_aggregate), its errors naming fields as the schema does (no kind prefix)."""
+    model: Any = (schemas.FunderAggregateCreate if payload.get("kind") == "funder_aggregate"
+                  else schemas.CourtSummaryCreate)
+    try:
+        return model.model_validate(payload)  # type: ignore[no-any-return]
+    except ValidationError as exc:
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])}
+                                      for error in exc.errors(include_url=False)]) from None
+
+
+def _inline(schema: Any, definitions: dict[str, Any]) -> Any:
+    """A JSON schema with its local ``$defs`` references replaced by what they name."""
+    if isinstance(schema, dict):
+        if "$ref" in schema:
+            return _inline(definitions[schema["$ref"].rsplit("/", 1)[-1]], definitions)
+        # A discriminator's mapping names $defs too: the inlined oneOf needs none.
+        return {key: _inline(value, definitions) for key, value in schema.items()
+                if key not in ("$defs", "mapping")}
+    if isinstance(schema, list):
+        return [_inline(value, definitions) for value in schema]
+    return schema
+
+
+def _request_schema() -> dict[str, Any]:
+    document = TypeAdapter(schemas.ReportCreate).json_schema()
+    return _inline(document, document.get("$defs", {}))  # type: ignore[no-any-return]
+
+
+REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": _request_schema()}}}}
+
+
 @router.post("/reports", response_model=schemas.ReportOut, status_code=202,
-             responses={403: PROBLEM, 404: PROBLEM, 422: PROBLEM})
-def request_report(body: schemas.CourtSummaryCreate, response: Response, actor: CurrentActor,
+             openapi_extra=REQUEST_BODY, responses={403: PROBLEM, 404: PROBLEM, 422: PROBLEM})
+def request_report(body: Annotated[schemas.CourtSummaryCreate | schemas.FunderAggregateCreate,
+                                   Depends(report_request)],
+                   response: Response, actor: CurrentActor,
                    db: SessionDep) -> schemas.ReportOut:
     """Ask for a report; a worker builds it. Answered 202 with the report's address in
     ``Location``: poll it for ``status``, ``percent`` and ``step``. Kind ``court_summary``:
-    one client's chosen incidents (with every revision) and evidence, redacted as chosen."""
-    report = service.request_court_summary(db, actor, body)
+    one client's chosen incidents (with every revision) and evidence, redacted as chosen.
+    Kind ``funder_aggregate``: de-identified counts of your agency over a period, small
+    counts suppressed (supervisors and admins; 403 for others), as a PDF and a CSV."""
+    if isinstance(body, schemas.FunderAggregateCreate):
+        report = service.request_funder_aggregate(db, actor, body)
+    else:
+        report = service.request_court_summary(db, actor, body)
     response.headers["Location"] = f"/api/v1/reports/{report.id}"
     return _out(report)
 
@@ -65,17 +109,20 @@ def get_report(report_id: UUID, actor: CurrentActor, db: SessionDep) -> schemas.
 
 
 DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The PDF, the ZIP bundle or the manifest",
-          "content": {"application/pdf": {}, "application/zip": {}, "application/json": {}}},
+    200: {"description": "The PDF, the ZIP bundle (court summary), the CSV (funder "
+                         "aggregate) or the manifest",
+          "content": {"application/pdf": {}, "application/zip": {}, "application/json": {},
+                      "text/csv": {}}},
     403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 410: PROBLEM}
 
 
 @router.get("/reports/{report_id}/download", response_class=Response,
             responses=DOWNLOAD_RESPONSES)
 def download_report(report_id: UUID, request: Request, actor: CurrentActor, db: SessionDep,
-                    part: Annotated[Literal["pdf", "bundle", "manifest"], Query(
-                        description="pdf (default), bundle (ZIP: PDF, manifest, signature, "
-                                    "exhibits) or manifest")] = "pdf") -> Response:
+                    part: Annotated[Literal["pdf", "bundle", "manifest", "csv"], Query(
+                        description="pdf (default), bundle (court summary; ZIP: PDF, "
+                                    "manifest, signature, exhibits), csv (funder aggregate) "
+                                    "or manifest")] = "pdf") -> Response:
     """A built report, decrypted as it streams; every download is audited. 409 while it is
     not built, 410 once it has expired."""
     found = service.open_download(db, actor, report_id, part,

@@ -47,7 +47,7 @@ from app.core.storage import (
 )
 from app.db import unit_of_work, utcnow
 from app.evidence import service as evidence_service
-from app.reports import court_summary, service, signing
+from app.reports import court_summary, funder_aggregate, service, signing
 from app.reports.models import Report
 from app.settings import Settings, get_settings
 
@@ -304,6 +304,7 @@ def _gather(work: Work, claim: service.Claim, generated_at: datetime
                 "was not made. Ask a colleague to request it again."))
         report = db.get(Report, claim.report_id)
         assert report is not None
+        assert claim.client_id is not None
         try:
             params = service.open_parameters(db, report)
             gathered = court_summary.collect(db, actor, org_id=claim.org_id,
@@ -373,6 +374,7 @@ def _build(work: Work, claim: service.Claim, storage: Storage, settings: Setting
                            service.object_associated_data(claim.report_id, "pdf")) as out:
         out.write(pdf)
     stored.append(pdf_key)
+    assert claim.client_id is not None
     with work(reading=True) as db:
         sealed = keys.seal_keyset_for_client(
             db, org_id=claim.org_id, client_id=claim.client_id,
@@ -383,6 +385,71 @@ def _build(work: Work, claim: service.Claim, storage: Storage, settings: Setting
         bundle_sha256=hashed.digest.hexdigest(), bundle_size=hashed.size,
         manifest=manifest.decode(), manifest_sha256=hashlib.sha256(manifest).hexdigest(),
         signature=signature, signing_key_id=signer.key_id, evidence_ids=gathered.evidence_ids)
+
+
+def _build_funder_aggregate(work: Work, claim: service.Claim, storage: Storage,
+                            settings: Settings, progress: _Progress,
+                            stored: list[str]) -> service.BuiltReport:
+    """Count, suppress, write the CSV and the PDF, sign a manifest of both, store both
+    encrypted under a keyset sealed with the agency's key (there is no one client)."""
+    generated_at = utcnow()
+    progress(2, "collecting")
+    with work(reading=True) as db:
+        if service.requester(db, claim) is None:
+            raise BuildFailed("requester_inactive", (
+                "The staff member who asked for this report can no longer sign in, so it "
+                "was not made. Ask a colleague to request it again."))
+        report = db.get(Report, claim.report_id)
+        assert report is not None
+        params = service.open_parameters(db, report)
+        period = params["period"]
+        data = funder_aggregate.collect(
+            db, org_id=claim.org_id, start=date.fromisoformat(period["start"]),
+            end=date.fromisoformat(period["end"]), grouping=params.get("grouping", "none"),
+            threshold=settings.report_suppression_threshold, generated_at=generated_at)
+    progress(40, "suppressing")
+    csv_bytes = funder_aggregate.to_csv(data)
+    progress(50, "drawing_chart")
+    chart = funder_aggregate.bar_chart_svg(data)
+    progress(55, "rendering_pdf")
+    pdf = funder_aggregate.render_pdf(
+        funder_aggregate.render_html(data, chart=chart, report_id=claim.report_id))
+    progress(85, "signing")
+    with work() as db:
+        signer = signing.signer_for(db, claim.org_id)
+    public_url = settings.public_url.rstrip("/")
+    manifest = (json.dumps({
+        "format": MANIFEST_FORMAT, "report_id": str(claim.report_id),
+        "kind": "funder_aggregate", "org_id": str(claim.org_id),
+        "generated_at": generated_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "software": {"name": "advocase", "version": __version__},
+        "signature": {"algorithm": "Ed25519", "key_id": str(signer.key_id),
+                      "public_key_url": f"{public_url}/api/v1/orgs/{claim.org_id}/report-key"},
+        "suppression": {"threshold": settings.report_suppression_threshold},
+        "document": {"file": "aggregate.pdf", "media_type": "application/pdf",
+                     "size_bytes": len(pdf), "sha256": hashlib.sha256(pdf).hexdigest()},
+        "items": [{"type": "csv", "file": "aggregate.csv", "size_bytes": len(csv_bytes),
+                   "sha256": hashlib.sha256(csv_bytes).hexdigest()}],
+    }, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    signature = signer.sign(manifest)
+    progress(92, "storing")
+    keyset = new_object_keyset()
+    for part, content in (("csv", csv_bytes), ("pdf", pdf)):
+        key = service.object_key(claim, part)
+        with encrypting_writer(storage, key, keyset,
+                               service.object_associated_data(claim.report_id, part)) as out:
+            out.write(content)
+        stored.append(key)
+    with work(reading=True) as db:
+        sealed = keys.seal_keyset_for_org(db, org_id=claim.org_id,
+                                          purpose=service.KEYSET_PURPOSE,
+                                          bound_to=claim.report_id, keyset=keyset)
+    return service.BuiltReport(
+        pdf_key=service.object_key(claim, "pdf"), bundle_key=service.object_key(claim, "csv"),
+        sealed_keyset=sealed, pdf_sha256=hashlib.sha256(pdf).hexdigest(), pdf_size=len(pdf),
+        bundle_sha256=hashlib.sha256(csv_bytes).hexdigest(), bundle_size=len(csv_bytes),
+        manifest=manifest.decode(), manifest_sha256=hashlib.sha256(manifest).hexdigest(),
+        signature=signature, signing_key_id=signer.key_id, evidence_ids=[])
 
 
 def _discard(storage: Storage, keys_stored: list[str]) -> None:
@@ -411,7 +478,8 @@ def build_report(report_id: UUID, *, work: Work = unit_of_work,
     stored: list[str] = []
     started = time.monotonic()
     try:
-        built = _build(work, claim, storage, settings, progress, stored)
+        builder = _build_funder_aggregate if claim.kind == "funder_aggregate" else _build
+        built = builder(work, claim, storage, settings, progress, stored)
         if keeper is not None:
             keeper.stop()
             if keeper.lost:

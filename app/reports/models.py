@@ -23,7 +23,7 @@ from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, utcnow
 
-KINDS = ("court_summary",)
+KINDS = ("court_summary", "funder_aggregate")
 # queued: waiting for a worker; building: a worker holds it (or held it, until its lease
 # runs out); done: downloadable until expires_at; failed: says why; expired: files deleted.
 STATES = ("queued", "building", "done", "failed", "expired")
@@ -53,7 +53,9 @@ class Report(SQLModel, table=True):
     org_id: UUID = Field(foreign_key="org.id", index=True)
     client_id: UUID | None = Field(default=None, foreign_key="client.id", index=True)
     kind: str = Field(max_length=32)
-    parameters: str = Field(sa_type=sa.Text)  # encrypted JSON (under the client's key)
+    # court_summary: encrypted JSON under the client's key; funder_aggregate: plain JSON
+    # (a period and a grouping: nothing about anyone).
+    parameters: str = Field(sa_type=sa.Text)
     requested_by: UUID = Field(foreign_key="staff_user.id")
     requested_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -71,8 +73,9 @@ class Report(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
-    # The result: two objects (the PDF alone, and the ZIP bundle) encrypted with one
-    # streaming keyset sealed under the client's key.
+    # The result: two objects (the PDF alone, and the ZIP bundle — or for funder_aggregate
+    # the CSV, in bundle_key/bundle_sha256/bundle_size) encrypted with one streaming keyset
+    # sealed under the client's key (funder_aggregate: the agency's key; it has no client).
     pdf_key: str | None = Field(default=None, max_length=200)
     bundle_key: str | None = Field(default=None, max_length=200)
     sealed_keyset: bytes | None = Field(default=None, sa_type=sa.LargeBinary)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field, model_validator
@@ -80,6 +80,26 @@ class CourtSummaryCreate(Strict):
             if len(set(values)) != len(values):
                 raise ValueError(f"{name}: an id is listed twice")
         return self
+
+
+class FunderAggregateCreate(Strict):
+    """De-identified counts of the requester's agency over a period, for funders
+    (supervisors and admins only); small counts are suppressed."""
+
+    kind: Literal["funder_aggregate"]
+    period: Period
+    grouping: Literal["none", "month", "quarter"] = Field(default="none", description=(
+        "Rows of the report: the whole period, or each month or quarter in it"))
+
+    @model_validator(mode="after")
+    def _not_too_long(self) -> FunderAggregateCreate:
+        if (self.period.end - self.period.start).days > 366 * 10:
+            raise ValueError("the period is at most ten years")
+        return self
+
+
+ReportCreate = Annotated[CourtSummaryCreate | FunderAggregateCreate,
+                         Field(discriminator="kind")]
 
 
 class ReportOut(BaseModel):

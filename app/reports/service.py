@@ -1,7 +1,8 @@
 """Reports: requesting one, its progress, downloading it, and the life of a build.
 
 Reach: a report of a client is readable by exactly the staff who can read that client
-(``clients.service.readable_clients``); anyone else finds nothing (404). Requests and
+(``clients.service.readable_clients``); an agency's funder aggregate (no client) by its
+supervisors and admins; anyone else finds nothing (404). Requests and
 downloads are audited (ids only); polling the status is not, so a progress bar does not
 fill the audit log.
 
@@ -33,15 +34,15 @@ from sqlmodel import Session
 from app.clients import service as clients
 from app.clients.models import Client
 from app.core import audit, keys
-from app.core.access import Actor, require_client_staff
+from app.core.access import Actor, require_client_staff, require_user
 from app.core.deferred import enqueue_after_commit
-from app.core.errors import DomainError, NotFound
+from app.core.errors import DomainError, Forbidden, NotFound
 from app.core.storage import Storage, decrypting_reader
 from app.db import utcnow
 from app.identity.models import Org, StaffUser
 from app.reports import court_summary, signing
 from app.reports.models import Report, ReportSigningKey
-from app.reports.schemas import CourtSummaryCreate
+from app.reports.schemas import CourtSummaryCreate, FunderAggregateCreate
 
 log = structlog.get_logger("app.reports")
 
@@ -55,7 +56,11 @@ MAX_ATTEMPTS = 3
 # message may have been lost, or never sent).
 REQUEUE_AFTER = timedelta(seconds=60)
 ORPHAN_GRACE = timedelta(hours=24)
-PARTS = ("pdf", "bundle", "manifest")
+PARTS = ("pdf", "bundle", "manifest", "csv")
+# Who may ask for and read an agency's funder aggregate (counts of the whole agency).
+AGGREGATE_ROLES = frozenset({"supervisor", "admin"})
+# The second stored file of each kind (kept in the bundle_* columns).
+SECOND_PART = {"court_summary": "bundle", "funder_aggregate": "csv"}
 
 
 class Gone(DomainError):
@@ -70,18 +75,24 @@ class NotReady(DomainError):
 
 
 def readable_reports(actor: Actor) -> sa.Select[Any]:
-    """Reports of the clients the actor may read (nothing for partner apps)."""
+    """Reports of the clients the actor may read, and for supervisors and admins their
+    agency's funder aggregates (nothing for partner apps)."""
     reachable = clients.readable_clients(actor).with_only_columns(Client.id)
-    query = sa.select(Report).where(Report.org_id == actor.org_id,
-                                    Report.client_id.in_(reachable))
+    of_clients = Report.client_id.in_(reachable)
+    if actor.role in AGGREGATE_ROLES:
+        of_clients = sa.or_(of_clients, Report.kind == "funder_aggregate")
+    query = sa.select(Report).where(Report.org_id == actor.org_id, of_clients)
     if not actor.is_user:
         query = query.where(sa.false())
     return query
 
 
 def get_report(db: Session, actor: Actor, report_id: UUID) -> Report:
-    """The report if its client is within reach (404 otherwise)."""
-    require_client_staff(actor)
+    """The report if its client is within reach, or an aggregate of the agency for its
+    supervisors and admins (404 otherwise)."""
+    require_user(actor)
+    if actor.role not in AGGREGATE_ROLES:
+        require_client_staff(actor)
     report = db.scalar(readable_reports(actor).where(Report.id == report_id))
     if report is None:
         raise NotFound("No such report.")
@@ -98,7 +109,12 @@ def _place(report: Report) -> dict[str, Any]:
 
 
 def open_parameters(db: Session, report: Report) -> dict[str, Any]:
-    """What the request asked for (raises ``keys.KeyDestroyed`` once the client is erased)."""
+    """What the request asked for (raises ``keys.KeyDestroyed`` once the client is erased).
+    A funder aggregate's parameters (a period and a grouping) are plain JSON."""
+    if report.client_id is None:
+        plain = json.loads(report.parameters)
+        assert isinstance(plain, dict)
+        return plain
     value = keys.decrypt_json(db, ciphertext=report.parameters, **_place(report))
     assert isinstance(value, dict)
     return value
@@ -125,10 +141,38 @@ def request_court_summary(db: Session, actor: Actor, data: CourtSummaryCreate) -
     return report
 
 
+def require_aggregate_role(actor: Actor) -> None:
+    """Funder aggregates count the whole agency: supervisors and admins only (403)."""
+    require_user(actor)
+    if actor.role not in AGGREGATE_ROLES:
+        raise Forbidden("Only supervisors and admins can ask for the agency's aggregate "
+                        "report.", audit={"action": "reports:aggregate"})
+
+
+def request_funder_aggregate(db: Session, actor: Actor,
+                             data: FunderAggregateCreate) -> Report:
+    """Queue a de-identified aggregate of the requester's own agency (supervisors and
+    admins); a worker builds it once this unit of work commits."""
+    require_aggregate_role(actor)
+    report = Report(id=uuid4(), org_id=actor.org_id, client_id=None, kind="funder_aggregate",
+                    parameters=json.dumps(data.model_dump(mode="json"), sort_keys=True),
+                    requested_by=actor.id)
+    db.add(report)
+    db.flush()
+    audit.record(db, actor, "report.requested", report, details={
+        "kind": report.kind, "start": data.period.start.isoformat(),
+        "end": data.period.end.isoformat(), "grouping": data.grouping})
+    enqueue_after_commit(db, BUILD_TASK, report.id)
+    return report
+
+
 def downloads_of(report: Report) -> dict[str, str]:
     if report.status != "done":
         return {}
     base = f"/api/v1/reports/{report.id}/download"
+    if report.kind == "funder_aggregate":
+        return {"pdf": f"{base}?part=pdf", "csv": f"{base}?part=csv",
+                "manifest": f"{base}?part=manifest"}
     return {"pdf": f"{base}?part=pdf", "bundle": f"{base}?part=bundle",
             "manifest": f"{base}?part=manifest"}
 
@@ -147,12 +191,16 @@ class Download:
 
 
 def _file_reader(db: Session, report: Report, storage: Storage, part: str) -> Any:
-    assert report.client_id is not None and report.sealed_keyset is not None
+    assert report.sealed_keyset is not None
     key = report.pdf_key if part == "pdf" else report.bundle_key
     assert key is not None
-    keyset = keys.open_keyset_for_client(
-        db, org_id=report.org_id, client_id=report.client_id, purpose=KEYSET_PURPOSE,
-        bound_to=report.id, sealed=report.sealed_keyset)
+    if report.client_id is None:
+        keyset = keys.open_keyset_for_org(db, org_id=report.org_id, purpose=KEYSET_PURPOSE,
+                                          bound_to=report.id, sealed=report.sealed_keyset)
+    else:
+        keyset = keys.open_keyset_for_client(
+            db, org_id=report.org_id, client_id=report.client_id, purpose=KEYSET_PURPOSE,
+            bound_to=report.id, sealed=report.sealed_keyset)
     return decrypting_reader(storage, key, keyset, object_associated_data(report.id, part))
 
 
@@ -177,8 +225,11 @@ def open_download(db: Session, actor: Actor, report_id: UUID, part: str, *,
         raise Gone("This report has expired and its files were deleted; request it again.")
     if report.status != "done":
         raise NotReady("The report is not built yet (or its build failed).")
+    if part != "manifest" and part not in ("pdf", SECOND_PART.get(report.kind)):
+        raise NotFound(f"A report of this kind has no {part} part.")
     audit.record(db, actor, "report.downloaded", report,
-                 details={"part": part, "client_id": str(report.client_id)})
+                 details={"part": part, "client_id": str(report.client_id)}
+                 if report.client_id is not None else {"part": part, "kind": report.kind})
     stamp = f"{report.id}"
     if part == "manifest":
         assert report.manifest is not None and report.manifest_sha256 is not None
@@ -198,6 +249,9 @@ def open_download(db: Session, actor: Actor, report_id: UUID, part: str, *,
         return Download(part, "application/pdf", f"report-{stamp}.pdf", report.pdf_size,
                         report.pdf_sha256, _prepend(first, chunks))
     assert report.bundle_size is not None and report.bundle_sha256 is not None
+    if part == "csv":
+        return Download(part, "text/csv; charset=utf-8", f"report-{stamp}.csv",
+                        report.bundle_size, report.bundle_sha256, _prepend(first, chunks))
     return Download(part, "application/zip", f"report-{stamp}.zip", report.bundle_size,
                     report.bundle_sha256, _prepend(first, chunks))
 
@@ -214,7 +268,7 @@ def _prepend(first: bytes, rest: Any) -> Any:
 def object_key(claim: Claim, part: str) -> str:
     """Where one attempt stores one part: ids only, a new name for every attempt (stored
     objects are never replaced)."""
-    extension = "pdf" if part == "pdf" else "zip"
+    extension = {"pdf": "pdf", "csv": "csv"}.get(part, "zip")
     return (f"reports/{claim.org_id}/{claim.report_id.hex[:2]}/{claim.report_id}/"
             f"attempt-{claim.attempt}.{extension}")
 
@@ -233,11 +287,12 @@ class Claim:
 
     report_id: UUID
     org_id: UUID
-    client_id: UUID
+    client_id: UUID | None  # None for an agency's funder aggregate
     requested_by: UUID
     token: str
     attempt: int
     claimed_at: datetime
+    kind: str = "court_summary"
 
 
 def _due(now: datetime) -> sa.ColumnElement[bool]:
@@ -252,11 +307,11 @@ def claim_report(db: Session, report_id: UUID, *, now: datetime | None = None) -
     now = now or utcnow()
     table = Report.__table__
     query = sa.select(Report.status, Report.attempts, Report.org_id, Report.client_id,
-                      Report.requested_by).where(Report.id == report_id, _due(now))
+                      Report.requested_by, Report.kind).where(Report.id == report_id, _due(now))
     if db.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=table)
     seen = db.execute(query).first()
-    if seen is None or seen.client_id is None:
+    if seen is None or (seen.client_id is None and seen.kind != "funder_aggregate"):
         return None
     same = (Report.id == report_id, Report.status == seen.status,
             Report.attempts == seen.attempts)
@@ -278,7 +333,7 @@ def claim_report(db: Session, report_id: UUID, *, now: datetime | None = None) -
     if claimed is None:
         return None
     return Claim(report_id, seen.org_id, seen.client_id, seen.requested_by, token,
-                 seen.attempts + 1, now)
+                 seen.attempts + 1, now, seen.kind)
 
 
 def _held(claim: Claim) -> tuple[sa.ColumnElement[bool], ...]:

@@ -80,8 +80,14 @@ def is_small(value: int, threshold: int) -> bool:
 
 
 def suppress(cells: list[list[int]] | tuple[tuple[int, ...], ...],
-             threshold: int = DEFAULT_THRESHOLD) -> Suppressed:
-    """Hide small counts and whatever else would give them away (see the module's rules)."""
+             threshold: int = DEFAULT_THRESHOLD, *,
+             hide: frozenset[tuple[int, int]] | None = None) -> Suppressed:
+    """Hide small counts and whatever else would give them away (see the module's rules).
+
+    ``hide``: the cells to hide first instead of the small ones — for a table of amounts
+    (hours) that must hide wherever its table of counts does. A hidden cell whose value is
+    zero protects nothing (a reader may know it is zero), so it does not count towards a
+    line's two."""
     if threshold < 1:
         raise ValueError("the suppression threshold is at least 1")
     table = tuple(tuple(int(v) for v in row) for row in cells)
@@ -114,13 +120,16 @@ def suppress(cells: list[list[int]] | tuple[tuple[int, ...], ...],
     lines.append(([("r", i) for i in range(height)], ("g",)))
     lines.append(([("k", j) for j in range(width)], ("g",)))
 
-    hidden: set[tuple[object, ...]] = {key for key, v in value.items()
-                                        if key[0] == "c" and is_small(v, threshold)}
+    if hide is None:
+        hidden: set[tuple[object, ...]] = {key for key, v in value.items()
+                                            if key[0] == "c" and is_small(v, threshold)}
+    else:
+        hidden = {("c", i, j) for i, j in hide}
     changed = True
     while changed:
         changed = False
         for members, total in lines:
-            if sum(1 for key in (*members, total) if key in hidden) != 1:
+            if sum(1 for key in (*members, total) if key in hidden and value[key] > 0) != 1:
                 continue
             candidates = [key for key in members if key not in hidden and value[key] > 0]
             if candidates:

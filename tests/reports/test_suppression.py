@@ -102,3 +102,12 @@ def test_no_small_count_is_visible_and_none_can_be_derived(cells: list[list[int]
             assert table.shown_row_total(i) == str(sum(cells[i]))
     if not table.grand_hidden:
         assert table.shown_grand_total() == str(sum(map(sum, cells)))
+
+
+def test_amounts_hide_where_their_counts_do_and_a_hidden_zero_protects_nothing() -> None:
+    # Minutes of the contacts: the counts hid (0, 1) and (0, 2); (0, 2) is zero minutes,
+    # so the row would give (0, 1) away: the smallest other non-zero amount goes too.
+    table = suppress([[240, 360, 0]], 5, hide=frozenset({(0, 1), (0, 2)}))
+    assert {(0, 0), (0, 1), (0, 2)} <= table.hidden
+    assert table.shown_row_total(0) == "600"
+    assert 0 in table.column_totals_hidden and 1 in table.column_totals_hidden
