@@ -304,3 +304,21 @@ def test_periods_cut_to_the_request() -> None:
         ("2026-Q3", date(2026, 7, 1), date(2026, 7, 3))]
     months = funder_aggregate.periods(date(2026, 12, 5), date(2027, 1, 2), "month")
     assert [p.label for p in months] == ["2026-12", "2027-01"]
+
+
+def test_its_pdf_and_manifest_verify_and_an_altered_pdf_does_not(
+        client, agency: Agency, run_build, sent_tasks) -> None:
+    report_id, _ = _built(client, agency, run_build, sent_tasks)
+    headers = agency.headers("supervisor")
+    pdf = client.get(f"/api/v1/reports/{report_id}/download?part=pdf", headers=headers).content
+    manifest = client.get(f"/api/v1/reports/{report_id}/download?part=manifest",
+                          headers=headers).content
+    for name, content in (("aggregate.pdf", pdf), ("manifest.json", manifest)):
+        answer = client.post("/api/v1/reports/verify", headers=headers,
+                             files={"file": (name, content)})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["ok"] is True and answer.json()["report_id"] == report_id
+    altered = pdf[:200] + bytes([pdf[200] ^ 1]) + pdf[201:]
+    answer = client.post("/api/v1/reports/verify", headers=headers,
+                         files={"file": ("aggregate.pdf", altered)})
+    assert answer.status_code == 200 and answer.json()["ok"] is False
