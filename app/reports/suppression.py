@@ -14,12 +14,18 @@ What is shown follows three rules, applied until nothing changes:
 3. Totals are computed from the true values and shown only where rule 2 leaves them
    visible, so a visible total never gives a hidden cell away by subtraction.
 
-The rule works line by line, as the issue asks. Hiding only grows, so it always ends.
+The rule works line by line, as the issue asks; lines can still pin a hidden cell
+together (a hidden cell joining two otherwise separate groups of hidden cells is the sum
+of their totals' difference). So the result is then checked as a whole: every line is an
+equation (its members add up to its total) over the hidden items, and a hidden count that
+those equations determine exactly gets its row's total hidden too, and rule 2 runs again.
+Hiding only grows, so it always ends.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 DEFAULT_THRESHOLD = 5
 
@@ -79,6 +85,82 @@ def is_small(value: int, threshold: int) -> bool:
     return 1 <= value <= threshold
 
 
+Item = tuple[object, ...]
+Line = tuple[list[Item], Item]
+
+
+def _complement(lines: list[Line], value: dict[Item, int], hidden: set[Item]) -> None:
+    """Rule 2 until nothing changes."""
+    changed = True
+    while changed:
+        changed = False
+        for members, total in lines:
+            if sum(1 for key in (*members, total) if key in hidden and value[key] > 0) != 1:
+                continue
+            candidates = [key for key in members if key not in hidden and value[key] > 0]
+            if candidates:
+                # The smallest visible non-zero member (stable: the first on ties).
+                hidden.add(min(candidates, key=lambda key: value[key]))
+            else:
+                hidden.add(total)
+            changed = True
+
+
+def derivable(lines: list[Line], value: dict[Item, int], hidden: set[Item]) -> list[Item]:
+    """The hidden non-zero cells that the visible values and the lines' equations determine
+    exactly (a hidden zero counts as known: a reader may know it is zero)."""
+    unknown = sorted((key for key in hidden if value[key] > 0), key=repr)
+    if not unknown:
+        return []
+    column = {key: n for n, key in enumerate(unknown)}
+    rows: list[list[Fraction]] = []
+    for members, total in lines:
+        equation = [Fraction(0)] * len(unknown)
+        for key, sign in [*((m, 1) for m in members), (total, -1)]:
+            if key in column:
+                equation[column[key]] += sign
+        if any(equation):
+            rows.append(equation)
+    basis = _reduced(rows)
+    pinned = []
+    for key in unknown:
+        if key[0] != "c":
+            continue
+        target = [Fraction(0)] * len(unknown)
+        target[column[key]] = Fraction(1)
+        if _in_span(basis, target):
+            pinned.append(key)
+    return pinned
+
+
+def _reduced(rows: list[list[Fraction]]) -> list[tuple[int, list[Fraction]]]:
+    """A row-reduced basis of the rows, as (pivot column, row)."""
+    basis: list[tuple[int, list[Fraction]]] = []
+    for row in rows:
+        row = _reduce(basis, row)
+        pivot = next((n for n, v in enumerate(row) if v), None)
+        if pivot is None:
+            continue
+        row = [v / row[pivot] for v in row]
+        basis = [(p, [a - b[pivot] * c for a, c in zip(b, row, strict=True)])
+                 if b[pivot] else (p, b) for p, b in basis]
+        basis.append((pivot, row))
+    return basis
+
+
+def _reduce(basis: list[tuple[int, list[Fraction]]], row: list[Fraction]) -> list[Fraction]:
+    row = list(row)
+    for pivot, base in basis:
+        if row[pivot]:
+            factor = row[pivot]
+            row = [a - factor * b for a, b in zip(row, base, strict=True)]
+    return row
+
+
+def _in_span(basis: list[tuple[int, list[Fraction]]], target: list[Fraction]) -> bool:
+    return not any(_reduce(basis, target))
+
+
 def suppress(cells: list[list[int]] | tuple[tuple[int, ...], ...],
              threshold: int = DEFAULT_THRESHOLD, *,
              hide: frozenset[tuple[int, int]] | None = None) -> Suppressed:
@@ -125,19 +207,22 @@ def suppress(cells: list[list[int]] | tuple[tuple[int, ...], ...],
                                             if key[0] == "c" and is_small(v, threshold)}
     else:
         hidden = {("c", i, j) for i, j in hide}
-    changed = True
-    while changed:
-        changed = False
-        for members, total in lines:
-            if sum(1 for key in (*members, total) if key in hidden and value[key] > 0) != 1:
-                continue
-            candidates = [key for key in members if key not in hidden and value[key] > 0]
-            if candidates:
-                # The smallest visible non-zero member (stable: the first on ties).
-                hidden.add(min(candidates, key=lambda key: value[key]))
-            else:
-                hidden.add(total)
-            changed = True
+    while True:
+        _complement(lines, value, hidden)
+        pinned = derivable(lines, value, hidden)
+        if not pinned:
+            break
+        # Cut the equations that pin it: its row's total, else its column's, else the
+        # grand total, else the largest visible total, else the largest visible cell
+        # (one is always left: with every non-zero item hidden nothing is pinned).
+        _, i, j = min(pinned, key=lambda key: (key[1], key[2]))  # type: ignore[type-var]
+        visible = [key for key, v in value.items() if key not in hidden and v > 0]
+        totals = sorted((key for key in visible if key[0] != "c"), key=lambda k: -value[k])
+        cells_left = sorted((key for key in visible if key[0] == "c"), key=lambda k: -value[k])
+        for choice in [("r", i), ("k", j), ("g",), *totals, *cells_left]:
+            if choice not in hidden and value[choice] > 0:
+                hidden.add(choice)
+                break
     return Suppressed(
         cells=table,
         hidden=frozenset((int(k[1]), int(k[2])) for k in hidden  # type: ignore[call-overload]

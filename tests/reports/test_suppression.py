@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.reports.suppression import marker, suppress
+from app.reports.suppression import derivable, marker, suppress
 
 
 def test_small_counts_are_hidden_and_zero_is_shown() -> None:
@@ -111,3 +111,86 @@ def test_amounts_hide_where_their_counts_do_and_a_hidden_zero_protects_nothing()
     assert {(0, 0), (0, 1), (0, 2)} <= table.hidden
     assert table.shown_row_total(0) == "600"
     assert 0 in table.column_totals_hidden and 1 in table.column_totals_hidden
+
+
+def test_a_cell_pinned_by_a_chain_of_lines_is_not_left_derivable() -> None:
+    # Two 2×2 blocks of hidden cells joined by a hidden cell (1, 2): every line holds two
+    # hidden cells, yet rows 0-1 minus columns 0-1 give (1, 2) exactly.
+    cells = [[2, 3, 0, 0, 50],
+             [3, 2, 4, 0, 50],
+             [0, 0, 3, 2, 50],
+             [0, 0, 2, 3, 50],
+             [60, 60, 60, 60, 60]]
+    table = suppress(cells, threshold=5)
+    lines, value, hidden = _equations(table)
+    assert derivable(lines, value, hidden) == []
+    assert _free_cells(lines, value, hidden) == {k for k in hidden if k[0] == "c"}
+
+
+def _equations(table):  # type: ignore[no-untyped-def]
+    """The lines, the true values and the hidden items of a suppressed table, as
+    ``derivable`` takes them."""
+    height, width = len(table.cells), len(table.cells[0])
+    value = {("c", i, j): table.cells[i][j] for i in range(height) for j in range(width)}
+    value |= {("r", i): t for i, t in enumerate(table.row_totals)}
+    value |= {("k", j): t for j, t in enumerate(table.column_totals)}
+    value[("g",)] = table.grand_total
+    lines = [([("c", i, j) for j in range(width)], ("r", i)) for i in range(height)]
+    lines += [([("c", i, j) for i in range(height)], ("k", j)) for j in range(width)]
+    lines += [([("r", i) for i in range(height)], ("g",)),
+              ([("k", j) for j in range(width)], ("g",))]
+    hidden = {("c", i, j) for i, j in table.hidden}
+    hidden |= {("r", i) for i in table.row_totals_hidden}
+    hidden |= {("k", j) for j in table.column_totals_hidden}
+    if table.grand_hidden:
+        hidden.add(("g",))
+    return lines, value, hidden
+
+
+def _free_cells(lines, value, hidden):  # type: ignore[no-untyped-def]
+    """Independent of ``derivable`` (which asks whether a unit vector lies in the row space):
+    the null space of the equations over the hidden non-zero items, from a reduced row
+    echelon form; a hidden cell is free when some null-space vector moves it — another
+    table with the same visible values and a different value there exists."""
+    from fractions import Fraction
+
+    unknown = sorted((k for k in hidden if value[k] > 0), key=repr)
+    index = {k: n for n, k in enumerate(unknown)}
+    matrix = []
+    for members, total in lines:
+        row = [Fraction(0)] * len(unknown)
+        for key, sign in [*((m, 1) for m in members), (total, -1)]:
+            if key in index:
+                row[index[key]] += sign
+        matrix.append(row)
+    pivots: list[int] = []
+    r = 0
+    for c in range(len(unknown)):
+        found = next((i for i in range(r, len(matrix)) if matrix[i][c]), None)
+        if found is None:
+            continue
+        matrix[r], matrix[found] = matrix[found], matrix[r]
+        matrix[r] = [v / matrix[r][c] for v in matrix[r]]
+        for i in range(len(matrix)):
+            if i != r and matrix[i][c]:
+                factor = matrix[i][c]
+                matrix[i] = [a - factor * b for a, b in zip(matrix[i], matrix[r], strict=True)]
+        pivots.append(c)
+        r += 1
+    free = [c for c in range(len(unknown)) if c not in pivots]
+    moved: set[int] = set(free)
+    for f in free:
+        for row_index, p in enumerate(pivots):
+            if matrix[row_index][f]:
+                moved.add(p)
+    return {unknown[c] for c in moved if unknown[c][0] == "c"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(cells=tables, threshold=st.integers(1, 10))
+def test_no_hidden_cell_is_determined_by_all_the_visible_values_together(
+        cells: list[list[int]], threshold: int) -> None:
+    table = suppress(cells, threshold=threshold)
+    lines, value, hidden = _equations(table)
+    cells_hidden = {k for k in hidden if k[0] == "c" and value[k] > 0}
+    assert _free_cells(lines, value, hidden) == cells_hidden
