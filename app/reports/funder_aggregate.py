@@ -175,7 +175,6 @@ def collect(db: Session, *, org_id: UUID, start: date, end: date, grouping: str,
             sa.select(sa.func.count(sa.distinct(contact.client_id))).where(
                 org_contacts, contact.kind == SHELTER_KIND,
                 contact.occurred_on >= period.start, contact.occurred_on <= period.end)) or 0))
-    nights = [counts[i][kinds.index(SHELTER_KIND)] for i in range(len(rows))]
 
     referral = Referral.__table__.c
     categories: dict[str, list[int]] = {}
@@ -213,13 +212,23 @@ def collect(db: Session, *, org_id: UUID, start: date, end: date, grouping: str,
     tables.append(_hours_like(tables[2], "hours", "Hours by service type", minutes,
                               "Recorded durations; hidden wherever the number of contacts "
                               "is."))
-    tables.append(_table("shelter", "Shelter", labels, ["Shelter nights", "People sheltered"],
-                         [[n, p] for n, p in zip(nights, sheltered, strict=True)], threshold,
-                         row_totals=False, note=(
-                             "Shelter nights are the service log's shelter-night contacts. "
-                             "People sheltered counts each person once per row; its total "
-                             "is omitted because it would count people more than once.")))
-    tables[-1].column_totals = [tables[-1].column_totals[0], ""]  # type: ignore[index]
+    # Shelter nights are the contacts table's shelter-night column, shown exactly as
+    # there (suppressed once, with that table: two patterns of the same numbers could
+    # undo each other's protection); people sheltered are suppressed as a column of
+    # their own.
+    contacts, shelter_column = tables[2], kinds.index(SHELTER_KIND)
+    people = _table("people_sheltered", "People sheltered", labels, ["People sheltered"],
+                    [[p] for p in sheltered], threshold, row_totals=False)
+    assert contacts.column_totals is not None
+    tables.append(Table(
+        "shelter", "Shelter", labels, ["Shelter nights", "People sheltered"],
+        people.suppressed,
+        [[contacts.shown_cells[i][shelter_column], people.shown_cells[i][0]]
+         for i in range(len(labels))],
+        None, [contacts.column_totals[shelter_column], ""], None,
+        "Shelter nights are the service log's shelter-night contacts, shown as in the "
+        "contacts table. People sheltered counts each person once per row; its total is "
+        "omitted because it would count people more than once."))
     if referral_cells:
         tables.append(_table(
             "referrals", "Referrals by category and outcome",

@@ -294,6 +294,11 @@ def test_grouping_by_month_gives_a_row_each(client, agency: Agency, run_build,
     months = {p.label for p in funder_aggregate.periods(START, END, "month")}
     assert {row for (table, row, _) in values if table == "contacts"} == months | {"Total"}
     assert values[("clients_served", "Total", "Clients served")] == "13"
+    # The same numbers are shown the same way wherever they appear (two suppression
+    # patterns of one number could undo each other).
+    for month in months | {"Total"}:
+        assert values[("shelter", month, "Shelter nights")] == \
+            values[("contacts", month, "Shelter night")]
 
 
 def test_periods_cut_to_the_request() -> None:
