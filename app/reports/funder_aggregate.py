@@ -111,7 +111,7 @@ def _hours_like(base: Table, key: str, title: str, minutes: list[list[int]],
                 note: str) -> Table:
     """Hours, hidden wherever the contacts table hides a count, and then suppressed again
     as amounts of their own (complementary: a hidden zero protects nothing)."""
-    s = suppress(minutes, base.suppressed.threshold, hide=base.suppressed.hidden)
+    s = suppress(minutes, base.suppressed.threshold, hide=base.suppressed)
     hidden_mark = marker(s.threshold)
 
     def hours(value: int) -> str:

@@ -3,9 +3,10 @@
 A table is rows × columns of true counts with a total per row, per column and overall.
 What is shown follows three rules, applied until nothing changes:
 
-1. Primary: a count from 1 to the threshold (``ADVOCASE_REPORT_SUPPRESSION_THRESHOLD``,
-   5 by default) is hidden, shown as ``<N`` (N = threshold + 1, so ``<6`` by default: the
-   hidden value is below it). Zero is shown: it names nobody.
+1. Primary: a count (a cell or a total) from 1 to the threshold
+   (``ADVOCASE_REPORT_SUPPRESSION_THRESHOLD``, 5 by default) is hidden, shown as ``<N``
+   (N = threshold + 1, so ``<6`` by default: the hidden value is below it). Zero is shown:
+   it names nobody.
 2. Complementary: every line of the table with its total — each row with its row total,
    each column with its column total, the row totals with the grand total, the column
    totals with the grand total — must hide none of its items or at least two. A line with
@@ -163,11 +164,12 @@ def _in_span(basis: list[tuple[int, list[Fraction]]], target: list[Fraction]) ->
 
 def suppress(cells: list[list[int]] | tuple[tuple[int, ...], ...],
              threshold: int = DEFAULT_THRESHOLD, *,
-             hide: frozenset[tuple[int, int]] | None = None) -> Suppressed:
+             hide: Suppressed | None = None) -> Suppressed:
     """Hide small counts and whatever else would give them away (see the module's rules).
 
-    ``hide``: the cells to hide first instead of the small ones — for a table of amounts
-    (hours) that must hide wherever its table of counts does. A hidden cell whose value is
+    ``hide``: a suppressed table of counts whose hidden cells and totals are hidden first
+    instead of the small ones — for a table of amounts (hours) that must hide wherever its
+    counts do. A hidden cell whose value is
     zero protects nothing (a reader may know it is zero), so it does not count towards a
     line's two."""
     if threshold < 1:
@@ -203,10 +205,15 @@ def suppress(cells: list[list[int]] | tuple[tuple[int, ...], ...],
     lines.append(([("k", j) for j in range(width)], ("g",)))
 
     if hide is None:
+        # Totals are counts too: a total from 1 to the threshold is hidden like a cell.
         hidden: set[tuple[object, ...]] = {key for key, v in value.items()
-                                            if key[0] == "c" and is_small(v, threshold)}
+                                            if is_small(v, threshold)}
     else:
-        hidden = {("c", i, j) for i, j in hide}
+        hidden = {("c", i, j) for i, j in hide.hidden}
+        hidden |= {("r", i) for i in hide.row_totals_hidden}
+        hidden |= {("k", j) for j in hide.column_totals_hidden}
+        if hide.grand_hidden:
+            hidden.add(("g",))
     while True:
         _complement(lines, value, hidden)
         pinned = derivable(lines, value, hidden)

@@ -43,6 +43,13 @@ def test_a_lone_hidden_cell_with_nothing_to_pair_hides_the_total() -> None:
     assert table.shown_row_total(0) == "<6" and table.shown_column_total(1) == "0"
 
 
+def test_a_small_total_is_hidden_like_a_cell() -> None:
+    # Both cells hidden (2 and 1); their column's total, 3, would show a small count.
+    table = suppress([[40, 2], [38, 1]], threshold=5)
+    assert {(0, 1), (1, 1)} <= table.hidden
+    assert table.shown_column_total(1) == "<6"
+
+
 def test_totals_are_true_values_not_sums_of_what_is_shown() -> None:
     table = suppress([[1, 2], [3, 4]], threshold=2)
     assert table.row_totals == [3, 7] and table.column_totals == [4, 6]
@@ -100,6 +107,12 @@ def test_no_small_count_is_visible_and_none_can_be_derived(cells: list[list[int]
     for i in range(height):
         if i not in table.row_totals_hidden:
             assert table.shown_row_total(i) == str(sum(cells[i]))
+            assert not 1 <= sum(cells[i]) <= threshold
+    for j in range(width):
+        if j not in table.column_totals_hidden:
+            assert not 1 <= sum(row[j] for row in cells) <= threshold
+    if not table.grand_hidden:
+        assert not 1 <= sum(map(sum, cells)) <= threshold
     if not table.grand_hidden:
         assert table.shown_grand_total() == str(sum(map(sum, cells)))
 
@@ -107,10 +120,21 @@ def test_no_small_count_is_visible_and_none_can_be_derived(cells: list[list[int]
 def test_amounts_hide_where_their_counts_do_and_a_hidden_zero_protects_nothing() -> None:
     # Minutes of the contacts: the counts hid (0, 1) and (0, 2); (0, 2) is zero minutes,
     # so the row would give (0, 1) away: the smallest other non-zero amount goes too.
-    table = suppress([[240, 360, 0]], 5, hide=frozenset({(0, 1), (0, 2)}))
+    counts = suppress([[8, 6, 4]], 5)
+    assert counts.hidden == {(0, 1), (0, 2)}
+    table = suppress([[240, 360, 0]], 5, hide=counts)
     assert {(0, 0), (0, 1), (0, 2)} <= table.hidden
     assert table.shown_row_total(0) == "600"
     assert 0 in table.column_totals_hidden and 1 in table.column_totals_hidden
+    # Totals hidden among the counts are hidden among the amounts too.
+    assert counts.column_totals_hidden <= table.column_totals_hidden
+
+
+def test_amounts_hide_totals_their_counts_hide() -> None:
+    counts = suppress([[40, 2], [38, 1]], 5)  # the second column's total, 3, is small
+    assert 1 in counts.column_totals_hidden
+    hours = suppress([[1200, 90], [1100, 40]], 5, hide=counts)
+    assert 1 in hours.column_totals_hidden and hours.shown_column_total(1) == "<6"
 
 
 def test_a_cell_pinned_by_a_chain_of_lines_is_not_left_derivable() -> None:
