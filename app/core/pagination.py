@@ -165,17 +165,21 @@ def paginate(
     listing: str,
     keys: list[SortKey],
     params: PageParams,
+    as_rows: bool = False,
 ) -> tuple[list[Any], str | None]:
     """Run ``statement`` one page at a time in the order of ``keys``.
 
     The last key must be unique (an id) so the order is total. Returns the rows
-    (scalars) of this page and the cursor of the next one, or None at the end.
+    (scalars; with ``as_rows``, whole rows of a statement of several columns, each
+    sort key among them by name) of this page and the cursor of the next one, or None
+    at the end.
     """
     if params.cursor:
         values = decode_cursor(listing, params.cursor, len(keys))
         statement = statement.where(_after(keys, values))
     order = [k.column.desc() if k.descending else k.column.asc() for k in keys]
-    rows = list(db.scalars(statement.order_by(*order).limit(params.limit + 1)))
+    statement = statement.order_by(*order).limit(params.limit + 1)
+    rows = list(db.execute(statement) if as_rows else db.scalars(statement))
     next_cursor = None
     if len(rows) > params.limit:
         rows = rows[: params.limit]

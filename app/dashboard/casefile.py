@@ -255,15 +255,14 @@ def incident_list(request: Request, client_id: UUID, db: SessionDep, signed: Cli
         db, query, listing=f"dashboard-incidents:{client_id}",
         keys=[SortKey(IncidentRevision.occurred_start, descending=True),
               SortKey(IncidentRevision.incident_id, descending=True)],
-        params=PageParams(limit=LISTING_SIZE, cursor=cursor or None))
-    heads = incidents.heads_of(db, rows)
+        params=PageParams(limit=LISTING_SIZE, cursor=cursor or None), as_rows=True)
     categories = incidents.summaries(db, rows)
     incidents.audit_listing(db, signed.actor, rows)
-    names = staff_names(db, signed, {created_by for _, created_by in heads.values()})
+    names = staff_names(db, signed, {r.recorded_by for r in rows})
     listed = [IncidentRow(
         r.incident_id, forms.describe_occurrence(incidents.occurrence_local(r)),
         categories[r.id], r.children_present, r.weapons_involved, r.revision, r.retracted,
-        heads[r.incident_id][0], names.get(heads[r.incident_id][1], "a former colleague"))
+        r.recorded_at, names.get(r.recorded_by, "a former colleague"))
         for r in rows]
     filters = {"category": chosen, "from": start.strip(), "to": end.strip()}
     next_href = None

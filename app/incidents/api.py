@@ -8,6 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 from pydantic import AwareDatetime
+from sqlalchemy import Row
 
 from app.core import access
 from app.core.pagination import Page, PageParamsDep, SortKey, paginate
@@ -22,13 +23,13 @@ READ = {403: PROBLEM, 404: PROBLEM}
 WRITE = {403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM}
 
 
-def _occurrence(revision: IncidentRevision) -> schemas.OccurrenceOut:
+def _occurrence(revision: IncidentRevision | Row[Any]) -> schemas.OccurrenceOut:
     return schemas.OccurrenceOut(**service.occurrence_local(revision),
                                  start_utc=revision.occurred_start,
                                  end_utc=revision.occurred_end)
 
 
-def _summary(revision: IncidentRevision, categories: list[str],
+def _summary(revision: IncidentRevision | Row[Any], categories: list[str],
              recorded: tuple[Any, UUID]) -> dict[str, Any]:
     return {"id": revision.incident_id, "client_id": revision.client_id,
             "revision": revision.revision, "retracted": revision.retracted,
@@ -92,12 +93,12 @@ def list_incidents(
     rows, next_cursor = paginate(
         db, query, listing=f"incidents:{client_id}",
         keys=[SortKey(IncidentRevision.occurred_start, descending=True),
-              SortKey(IncidentRevision.incident_id, descending=True)], params=page)
-    heads = service.heads_of(db, rows)
+              SortKey(IncidentRevision.incident_id, descending=True)], params=page,
+        as_rows=True)
     categories = service.summaries(db, rows)
     service.audit_listing(db, actor, rows)
-    return {"items": [_summary(r, categories[r.id], heads[r.incident_id]) for r in rows],
-            "next_cursor": next_cursor}
+    return {"items": [_summary(r, categories[r.id], (r.recorded_at, r.recorded_by))
+                      for r in rows], "next_cursor": next_cursor}
 
 
 @router.get("/incidents/{incident_id}", response_model=schemas.IncidentOut, responses=READ)

@@ -41,6 +41,13 @@ from app.incidents.schemas import IncidentFields, Occurrence
 from app.safety_plans.service import Change, diff_plans
 
 TABLE = "incident_revision"
+# What a list line shows of the current revision: its clear columns, never the ciphertexts.
+LISTED_COLUMNS = (IncidentRevision.id, IncidentRevision.incident_id, IncidentRevision.client_id,
+                  IncidentRevision.revision, IncidentRevision.retracted,
+                  IncidentRevision.occurred_start, IncidentRevision.occurred_end,
+                  IncidentRevision.occurred_precision, IncidentRevision.occurred_time_zone,
+                  IncidentRevision.children_present, IncidentRevision.weapons_involved,
+                  IncidentRevision.created_at, IncidentRevision.created_by)
 # The encrypted part of a revision, in the order a record and its diff show them.
 CONTENT_FIELDS = ("place", "client_account", "advocate_observations", "injuries",
                   "medical_care", "witnesses", "police", "respondent_identifiers")
@@ -278,8 +285,9 @@ def check_occurrence(occurred: Occurrence, now: datetime | None = None) -> Occur
     return OccurrenceWindow(occurred.precision, occurred.time_zone, start, end)
 
 
-def occurrence_local(revision: IncidentRevision) -> dict[str, Any]:
-    """The occurrence as recorded, in the client's time zone (a date for precision date)."""
+def occurrence_local(revision: IncidentRevision | sa.Row[Any]) -> dict[str, Any]:
+    """The occurrence as recorded (a revision, or a line of ``list_incidents``), in the
+    client's time zone (a date for precision date)."""
     zone = ZoneInfo(revision.occurred_time_zone)
     start = revision.occurred_start.astimezone(zone)
     end = None
@@ -466,9 +474,11 @@ def list_incidents(db: Session, actor: Actor, client_id: UUID, *,
                    categories: Sequence[str] = (), occurred_from: datetime | None = None,
                    occurred_to: datetime | None = None,
                    include_retracted: bool = True) -> sa.Select[Any]:
-    """The query of a client's incidents (current revisions) whose occurrence overlaps
+    """The query of a client's incidents as a list shows them, whose occurrence overlaps
     [occurred_from, occurred_to) and that have any of ``categories`` (404 when the client
-    is out of reach)."""
+    is out of reach): rows of the current revision's clear columns (``LISTED_COLUMNS``)
+    and of when and by whom the incident was first recorded (``recorded_at``,
+    ``recorded_by``), in one statement; no ciphertext is read."""
     if occurred_from is not None and occurred_to is not None and occurred_to <= occurred_from:
         raise Invalid("The period ends before it starts.", errors=[{
             "field": "occurred_to", "location": "query", "message": "must be after "
@@ -481,10 +491,13 @@ def list_incidents(db: Session, actor: Actor, client_id: UUID, *,
                 IncidentRevisionCategory.category.in_(list(categories)))))
     if not include_retracted:
         query = query.where(IncidentRevision.retracted.is_(False))
-    return query
+    return query.with_only_columns(
+        *LISTED_COLUMNS, Incident.created_at.label("recorded_at"),
+        Incident.created_by.label("recorded_by"),
+    ).join(Incident, Incident.id == IncidentRevision.incident_id)
 
 
-def audit_listing(db: Session, actor: Actor, revisions: Sequence[IncidentRevision]) -> None:
+def audit_listing(db: Session, actor: Actor, revisions: Sequence[sa.Row[Any]]) -> None:
     """A list shows when and what kind, no narrative: record which incidents were listed."""
     audit.append_many(db, action="incident.listed", org_id=actor.org_id,
                       actor_type=actor.kind, actor_id=str(actor.id), object_type="incident",
@@ -524,17 +537,6 @@ def open_history(db: Session, actor: Actor, incident_id: UUID,
     return entries
 
 
-def summaries(db: Session, revisions: Sequence[IncidentRevision]) -> dict[UUID, list[str]]:
+def summaries(db: Session, revisions: Sequence[sa.Row[Any]]) -> dict[UUID, list[str]]:
     """The categories of listed revisions (clear, no decryption needed)."""
     return categories_of(db, [r.id for r in revisions])
-
-
-def heads_of(db: Session, revisions: Sequence[IncidentRevision]
-             ) -> dict[UUID, tuple[datetime, UUID]]:
-    """When each listed incident was first recorded, and by whom."""
-    ids = list({r.incident_id for r in revisions})
-    if not ids:
-        return {}
-    rows = db.execute(sa.select(Incident.id, Incident.created_at, Incident.created_by)
-                      .where(Incident.id.in_(ids)))
-    return {row.id: (row.created_at, row.created_by) for row in rows}
