@@ -327,3 +327,22 @@ def test_its_pdf_and_manifest_verify_and_an_altered_pdf_does_not(
     answer = client.post("/api/v1/reports/verify", headers=headers,
                          files={"file": ("aggregate.pdf", altered)})
     assert answer.status_code == 200 and answer.json()["ok"] is False
+
+
+def test_expiry_deletes_both_files_and_the_download_says_gone(
+        client, agency: Agency, run_build, sent_tasks, db: Session, storage) -> None:
+    from app.reports import service
+
+    report_id, _ = _built(client, agency, run_build, sent_tasks)
+    report = db.get(Report, UUID(report_id))
+    assert report is not None and report.pdf_key and report.bundle_key
+    stored = [report.pdf_key, report.bundle_key]
+    assert all(storage.exists(key) for key in stored)
+    assert report.expires_at is not None
+    assert service.expire_reports(db, storage, now=report.expires_at + timedelta(seconds=1)) >= 1
+    db.commit()
+    assert not any(storage.exists(key) for key in stored)
+    for part in ("pdf", "csv"):
+        gone = client.get(f"/api/v1/reports/{report_id}/download?part={part}",
+                          headers=agency.headers("supervisor"))
+        assert gone.status_code == 410, gone.text
