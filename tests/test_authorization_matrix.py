@@ -568,6 +568,14 @@ MATRIX: list[Route] = [
       for target, rights in (("own", lambda ok: client_rights(404, ok, ok)),
                              ("other_caseload", lambda ok: client_rights(404, ok, 404)),
                              ("other_org", lambda ok: client_rights(404, 404, 404)))],
+    # An agency's funder aggregate: its supervisors and admins ask for it and read it; an
+    # advocate is refused (403), and finds none to read (404).
+    Route("POST", "/api/v1/reports", client_rights(202, 202, 403), target="funder",
+          body=lambda w: {"kind": "funder_aggregate", "period": {
+              "start": (utcnow().date() - timedelta(days=30)).isoformat(),
+              "end": utcnow().date().isoformat()}}),
+    *[Route("GET", f"/api/v1/reports/{{report_id}}{leaf}", client_rights(ok, ok, 404),
+            target="funder") for leaf, ok in (("", 200), ("/download", 409))],
     Route("POST", "/api/v1/reports/verify", client_rights(200, 200, 200),
           files=lambda w: {"file": ("fictional.txt", b"Fictional, not a report\n",
                                     "text/plain")}),
@@ -881,6 +889,15 @@ def _report_id(w: World, target: str) -> str:
     assert db is not None
     user = w.other_org_user if target == "other_org" else w.users["supervisor"]
     actor = Actor(kind="user", id=user.id, org_id=user.org_id, role=user.role)
+    if target == "funder":
+        from app.reports.schemas import FunderAggregateCreate
+
+        today = utcnow().date()
+        aggregate = reports.request_funder_aggregate(db, actor, FunderAggregateCreate(
+            kind="funder_aggregate", period={"start": today - timedelta(days=30),
+                                             "end": today}))
+        db.commit()
+        return str(aggregate.id)
     made = reports.request_court_summary(
         db, actor, CourtSummaryCreate.model_validate(_report_body(w, target)))
     db.commit()
