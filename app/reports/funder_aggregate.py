@@ -9,10 +9,14 @@ What it counts (the requester's agency only, never another's):
 - referrals by the referred resource's category (its first listed one) and outcome (the
   referral's state now), for referrals sent in the period.
 
-Only counts are read — ids are counted in SQL and never leave the database, no encrypted
-field is opened — so no name, case number or client id can reach the CSV or the PDF.
-Demographic bands are not offered: the only demographic field the agency keeps (date of
-birth) is encrypted per client, and no band is stored in clear.
+- clients served by age band (at the period's end), over the whole period.
+
+Counts are taken in SQL, ids never leave this module, and the one encrypted field opened
+is the date of birth of each client served (the only demographic field kept; it is
+encrypted under each client's key, so bands need every served client's key): opened in
+the worker in batches of ``BATCH`` clients (their keys read in one query per batch),
+turned into a band at once and dropped. So no name, case number or client id can reach
+the CSV or the PDF.
 
 Every table goes through :mod:`app.reports.suppression` before it is written.
 """
@@ -32,6 +36,7 @@ from sqlmodel import Session
 
 from app import __version__
 from app.clients.models import Client
+from app.core import keys
 from app.identity.models import Org
 from app.referrals.models import Referral
 from app.reports import court_summary
@@ -46,6 +51,48 @@ OUTCOMES: tuple[str, ...] = ("sent", "accepted", "declined", "completed", "close
                              "withdrawn")
 SERVICE_LABELS = {kind: kind.replace("_", " ").capitalize() for kind in SERVICE_KINDS}
 UNCATEGORISED = "uncategorised"
+BATCH = 500
+AGE_BANDS: tuple[tuple[str, int, int], ...] = (
+    ("Under 18", 0, 17), ("18-24", 18, 24), ("25-34", 25, 34), ("35-44", 35, 44),
+    ("45-54", 45, 54), ("55-64", 55, 64), ("65 and over", 65, 200))
+NOT_RECORDED = "Not recorded"
+
+
+def age_band(date_of_birth: str | None, on: date) -> str:
+    """The band of someone born on ``date_of_birth`` (YYYY-MM-DD) on the day ``on``."""
+    try:
+        born = date.fromisoformat(date_of_birth or "")
+    except ValueError:
+        return NOT_RECORDED
+    age = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+    return next((label for label, low, high in AGE_BANDS if low <= age <= high), NOT_RECORDED)
+
+
+def _age_bands(db: Session, org_id: UUID, served: sa.Select[Any], on: date) -> list[int]:
+    """Clients served by age band, decrypting dates of birth in batches."""
+    from app.clients import service as clients_service
+
+    labels = [label for label, _, _ in AGE_BANDS] + [NOT_RECORDED]
+    counts = dict.fromkeys(labels, 0)
+    client = Client.__table__.c
+    ids = list(db.scalars(served))
+    for start in range(0, len(ids), BATCH):
+        batch = ids[start:start + BATCH]
+        destroyed = keys.load_client_keys(db, org_id=org_id, client_ids=batch)
+        rows = db.execute(sa.select(client.id, client.date_of_birth)
+                          .where(client.id.in_(batch), client.org_id == org_id))
+        for client_id, ciphertext in rows:
+            plain = None
+            if ciphertext is not None and client_id not in destroyed:
+                try:
+                    plain = keys.decrypt_field(
+                        db, org_id=org_id, client_id=client_id,
+                        table=clients_service.TABLE, column="date_of_birth",
+                        row_id=str(client_id), ciphertext=ciphertext)
+                except keys.KeyDestroyed:
+                    plain = None
+            counts[age_band(plain, on)] += 1
+    return [counts[label] for label in labels]
 
 
 @dataclass(frozen=True)
@@ -236,6 +283,17 @@ def collect(db: Session, *, org_id: UUID, start: date, end: date, grouping: str,
             [o.capitalize() for o in OUTCOMES], referral_cells, threshold,
             note="Referrals sent in the period, by the referred resource's first category "
                  "and their state now."))
+    bands = _age_bands(db, org_id, sa.select(contact.client_id).distinct().where(
+        org_contacts, contact.occurred_on >= start, contact.occurred_on <= end), end)
+    age_table = _table("age_bands", "Clients served by age band", [
+        f"{start.isoformat()} to {end.isoformat()}"],
+        [label for label, _, _ in AGE_BANDS] + [NOT_RECORDED], [bands], threshold,
+        note="Each client served in the period once, by their age on its last day; "
+             "computed in the worker from the encrypted date of birth.")
+    # One row: its column totals repeat it, and its total is the clients served.
+    age_table.column_totals = None
+    age_table.grand_total = None
+    tables.insert(2, age_table)
     org = db.get(Org, org_id)
     return {
         "agency": org.name if org is not None else "",
@@ -248,7 +306,7 @@ def collect(db: Session, *, org_id: UUID, start: date, end: date, grouping: str,
         "tables": tables,
         "chart_counts": list(zip(kind_labels, [sum(row[j] for row in counts)
                                                for j in range(len(kinds))],
-                                 tables[2].column_totals or [], strict=True)),
+                                 contacts.column_totals or [], strict=True)),
     }
 
 

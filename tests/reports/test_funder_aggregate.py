@@ -87,6 +87,13 @@ def agency(db: Session) -> Agency:
     made = Agency(org, other_org, users)
     staff = users["advocate"].id
     records = _clients(db, users["supervisor"], 13, "A")
+    # Dates of birth (encrypted): on the period's last day 8 are 25-34 (born 30 years
+    # before), 3 are 45-54 (born 50 years before), 1 is 17, 1 has none recorded.
+    for n, record in enumerate(records[:12]):
+        years = 30 if n < 8 else 50 if n < 11 else 17
+        born = date(END.year - years, 1, 1)
+        clients_service.update_client(db, _actor(users["supervisor"]), record.client.id,
+                                      personal={"date_of_birth": born.isoformat()})
     for record in records:
         made.names.append(record.fictional_name)
         made.case_numbers.append(record.client.case_number)
@@ -211,6 +218,14 @@ def test_counts_of_the_agency_suppressed_with_no_personal_data(
     assert values[("clients_served", period, "Clients served")] == "13"
     assert values[("clients_served", "Total", "Clients served")] == "13"
     assert values[("new_clients", period, "New clients")] == "10"
+    # Age bands from the encrypted dates of birth: 8 shown; 3, 1 and 1 hidden (two or
+    # more in the row, so 8 stays); the row's total is the clients served.
+    assert values[("age_bands", period, "25-34")] == "8"
+    assert values[("age_bands", period, "45-54")] == "<6"
+    assert values[("age_bands", period, "Under 18")] == "<6"
+    assert values[("age_bands", period, "Not recorded")] == "<6"
+    assert values[("age_bands", period, "65 and over")] == "0"
+    assert values[("age_bands", period, "Total")] == "13"
     # Contacts: 8 hotline calls shown; 4 shelter nights hidden, and so the next smallest
     # (6 counselling sessions) too; the row total 18 is shown (two hidden cells in it).
     assert values[("contacts", period, "Hotline call")] == "8"
@@ -239,7 +254,9 @@ def test_counts_of_the_agency_suppressed_with_no_personal_data(
     text = pdf_text(pdf.content)
     assert "Aggregate report" in text and "Contacts by service type" in text
     assert "Hotline call" in text and "<6" in text
-    for secret in (*agency.names, *agency.case_numbers, *map(str, agency.client_ids)):
+    births = [date(END.year - years, 1, 1).isoformat() for years in (30, 50, 17)]
+    for secret in (*agency.names, *agency.case_numbers, *map(str, agency.client_ids),
+                   *births):
         assert secret not in text
         assert secret not in got.text
     assert b"<svg" not in pdf.content  # the chart is drawn into the PDF, not attached
@@ -346,3 +363,13 @@ def test_expiry_deletes_both_files_and_the_download_says_gone(
         gone = client.get(f"/api/v1/reports/{report_id}/download?part={part}",
                           headers=agency.headers("supervisor"))
         assert gone.status_code == 410, gone.text
+
+
+def test_age_bands_by_the_birthday() -> None:
+    on = date(2026, 6, 30)
+    assert funder_aggregate.age_band("2008-07-01", on) == "Under 18"
+    assert funder_aggregate.age_band("2008-06-30", on) == "18-24"
+    assert funder_aggregate.age_band("1961-06-30", on) == "65 and over"
+    assert funder_aggregate.age_band("1961-07-01", on) == "55-64"
+    for unknown in (None, "", "not a date", "2030-01-01"):
+        assert funder_aggregate.age_band(unknown, on) == "Not recorded"
