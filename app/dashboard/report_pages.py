@@ -139,7 +139,7 @@ def _choices(db: Session, signed: Signed, client: Client
              ) -> tuple[list[IncidentChoice], list[EvidenceChoice]]:
     """The client's incidents in the order they happened, and their evidence (the
     listings are audited as the case-file pages' are)."""
-    rows = list(db.scalars(incidents.list_incidents(db, signed.actor, client.id).order_by(
+    rows = list(db.execute(incidents.list_incidents(db, signed.actor, client.id).order_by(
         IncidentRevision.occurred_start, IncidentRevision.incident_id).limit(CHOICES_SHOWN)))
     categories = incidents.summaries(db, rows)
     incidents.audit_listing(db, signed.actor, rows)
