@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench.resources
 	$(BIN)/python -m tests.bench.referrals
 	$(BIN)/python -m tests.bench.reminders
+	$(BIN)/python -m tests.bench.incidents
 
 lint: $(STAMP)
 	$(BIN)/ruff check app workers migrations tests
