@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench.referrals
 	$(BIN)/python -m tests.bench.reminders
 	$(BIN)/python -m tests.bench.incidents
+	$(BIN)/python -m tests.bench.reports
 
 lint: $(STAMP)
 	$(BIN)/ruff check app workers migrations tests
