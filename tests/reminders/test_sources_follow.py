@@ -5,17 +5,19 @@ change of the org's rules reaches every reminder through a worker task."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from app.clients import service as clients
 from app.core import deferred
-from app.db import unit_of_work, utcnow
+from app.db import committing, utcnow
 from app.legal import service as legal
 from app.referrals import service as referrals
 from app.reminders import rules
@@ -158,47 +160,61 @@ def test_high_risk_with_no_contact_since_is_due_and_a_contact_moves_it(
     assert moved.local_date == utcnow().date() + timedelta(days=days)
 
 
-# --- a change of rules, through the worker task (committed for real) ----------------------
+# --- a change of rules, through the worker task ---------------------------------------------
 
 
-def test_changing_the_rules_resyncs_every_reminder_of_the_org(engine: Engine) -> None:
-    with unit_of_work(engine) as db:
-        agency = make_agency(db)
-        made = busy_client(db, agency)
-        supervisor = actor_of(agency.supervisor)
-        hearing_id = made["hearing"].id
-        other = make_agency(db)  # another org: its reminders must not move
-        other_hearing = legal.record_court_date(
-            db, actor_of(other.advocate), other.client_id, kind="custody",
-            starts_at=utcnow() + timedelta(days=10), time_zone="UTC").hearing.id
+@pytest.fixture
+def sent_tasks() -> Iterator[list[tuple[str, list[Any]]]]:
+    sent: list[tuple[str, list[Any]]] = []
+    deferred.set_sender(lambda name, args, options: sent.append((name, args)))
+    yield sent
+    deferred.set_sender(None)
 
-    with unit_of_work(engine) as db:
-        current = reminders.read_rules(db, supervisor)
-        changed = current.model_copy(deep=True)
-        changed.court_date.lead_days = [3]
-        changed.protective_order_expiry.enabled = False
-        reminders.update_rules(db, supervisor, ReminderRules.model_validate(
-            changed.model_dump()))
-        pending = deferred.pending_tasks(db)
-    assert pending == [(reminders.RESYNC_TASK, [str(agency.org.id)], {})]
+
+def test_changing_the_rules_resyncs_every_reminder_of_the_org(db: Session, monkeypatch,
+                                                              sent_tasks) -> None:
+    """The task runs here, its units of work inside the test's transaction (nothing is
+    committed for real: other tests count rows)."""
+
+    @contextmanager
+    def bound_work(engine: Any = None, *, reading: bool = False) -> Iterator[Session]:
+        with committing(db):
+            yield db
+
+    monkeypatch.setattr(tasks, "unit_of_work", bound_work)
+    agency = make_agency(db)
+    made = busy_client(db, agency)
+    supervisor = actor_of(agency.supervisor)
+    hearing_id = made["hearing"].id
+    other = make_agency(db)  # another org: its reminders must not move
+    other_hearing = legal.record_court_date(
+        db, actor_of(other.advocate), other.client_id, kind="custody",
+        starts_at=utcnow() + timedelta(days=10), time_zone="UTC").hearing.id
+
+    current = reminders.read_rules(db, supervisor)
+    changed = current.model_copy(deep=True)
+    changed.court_date.lead_days = [3]
+    changed.protective_order_expiry.enabled = False
+    sent_tasks.clear()
+    with committing(db):
+        reminders.update_rules(db, supervisor,
+                               ReminderRules.model_validate(changed.model_dump()))
+    assert sent_tasks == [(reminders.RESYNC_TASK, [str(agency.org.id)])]
 
     # A rolled-back change sends nothing.
-    try:
-        with unit_of_work(engine) as db:
-            reminders.update_rules(db, supervisor, current)
-            assert deferred.pending_tasks(db)
-            raise RuntimeError("roll back")
-    except RuntimeError:
-        pass
+    sent_tasks.clear()
+    with pytest.raises(RuntimeError), committing(db):
+        reminders.update_rules(db, supervisor, current)
+        raise RuntimeError("roll back")
+    assert sent_tasks == []
 
     assert tasks.resync_org_reminders(str(agency.org.id)) > 0
     assert tasks.resync_org_reminders(str(agency.org.id)) > 0  # twice: no harm
-    with unit_of_work(engine, reading=True) as db:
-        after = states(db, agency.client_id)
-        hearing = {row.rule_key: row.state for row in db.scalars(sa.select(Reminder).where(
-            Reminder.source_id == hearing_id))}
-        untouched = {row.rule_key for row in db.scalars(sa.select(Reminder).where(
-            Reminder.source_id == other_hearing, Reminder.state == "scheduled"))}
+    after = states(db, agency.client_id)
+    hearing = {row.rule_key: row.state for row in db.scalars(sa.select(Reminder).where(
+        Reminder.source_id == hearing_id))}
+    untouched = {row.rule_key for row in db.scalars(sa.select(Reminder).where(
+        Reminder.source_id == other_hearing, Reminder.state == "scheduled"))}
     assert hearing == {"court_date:7d": "cancelled", "court_date:1d": "cancelled",
                        "court_date:3d": "scheduled"}
     assert after["order_expiry:30d"] == after["order_expiry:7d"] == "cancelled"

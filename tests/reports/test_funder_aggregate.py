@@ -101,6 +101,9 @@ def agency(db: Session) -> Agency:
     for record in records[:3]:
         record.client.created_at = datetime.combine(START - timedelta(days=30),
                                                     datetime.min.time(), tzinfo=UTC)
+    for record in records[3:]:  # inside the period, whatever the clock (midnight included)
+        record.client.created_at = datetime.combine(START + timedelta(days=2),
+                                                    datetime.min.time(), tzinfo=UTC)
     db.flush()
     ids = made.client_ids
     for client_id in ids[:8]:
