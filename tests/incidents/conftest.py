@@ -27,8 +27,10 @@ SECRETS = (PLACE, ACCOUNT, OBSERVATIONS, WITNESS, WITNESS_CONTACT, REPORT_NUMBER
 
 
 def days_ago(days: int, at: str = "21:30") -> str:
-    """A local wall-clock date and time ``days`` ago (no offset)."""
-    return f"{(utcnow() - timedelta(days=days)).date().isoformat()}T{at}"
+    """A local wall-clock date and time about ``days`` ago (no offset), in the past in any
+    time zone at any hour: the date is taken half a day earlier, so "yesterday at 21:30"
+    in Chicago is never still ahead when the run crosses midnight UTC."""
+    return f"{(utcnow() - timedelta(days=days, hours=12)).date().isoformat()}T{at}"
 
 
 def incident_body(**overrides: Any) -> dict[str, Any]:
