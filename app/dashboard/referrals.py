@@ -20,6 +20,7 @@ name a case number, never a person.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -464,21 +465,12 @@ def withdraw_referral(request: Request, client_id: UUID, referral_id: UUID, db: 
                       signed: ClientStaff, _csrf: CsrfChecked,
                       reason: Annotated[str, Form(max_length=2000)] = "") -> Response:
     """Withdraw a draft, sent or accepted referral, with the reason (kept encrypted)."""
-    _record_of(db, signed, client_id, referral_id)
-    try:
+    def move() -> None:
         why = _checked_reason("withdraw.reason", reason)
         referrals.withdraw_referral(db, signed.actor, referral_id, reason=why)
-    except _FormInvalid as exc:
-        return _referral_page(request, db, signed, client_id, referral_id, status_code=422,
-                              problem=exc.problem)
-    except DomainError as exc:
-        if isinstance(exc, NotFound):
-            raise
-        refuse(request, exc)
-        return _referral_page(request, db, signed, client_id, referral_id,
-                              status_code=exc.status, problem=FormReader().relabel(
-                                  exc, rename={"reason": "withdraw.reason", "status": ""}))
-    return _redirect(_referral_path(client_id, referral_id, done="referral-withdrawn"))
+
+    return _moved(request, db, signed, client_id, referral_id, move, form="withdraw",
+                  done="referral-withdrawn")
 
 
 @router.post("/clients/{client_id}/referrals/{referral_id}/answer")
@@ -488,13 +480,25 @@ def record_answer(request: Request, client_id: UUID, referral_id: UUID, db: Sess
                   reason: Annotated[str, Form(max_length=2000)] = "") -> Response:
     """Record the answer of a receiving agency that has no partner app (it answered by
     phone or letter); a partner app answers for itself."""
-    _record_of(db, signed, client_id, referral_id)
-    try:
+    def move() -> None:
         if action not in ANSWER_LABELS:
             raise _FormInvalid(invalid_form([{"field": "answer.action",
                                               "message": "choose the answer"}]))
         why = _checked_reason("answer.reason", reason)
         referrals.answer_referral(db, signed.actor, referral_id, action, reason=why)
+
+    return _moved(request, db, signed, client_id, referral_id, move, form="answer",
+                  done="answer-recorded")
+
+
+def _moved(request: Request, db: Session, signed: Signed, client_id: UUID, referral_id: UUID,
+           move: Callable[[], None], *, form: str, done: str) -> Response:
+    """Make a move on a referral within reach from its page's ``form``: the referral's
+    page again with the errors (named by that form's fields) when refused, else back to
+    it with ``done``."""
+    _record_of(db, signed, client_id, referral_id)
+    try:
+        move()
     except _FormInvalid as exc:
         return _referral_page(request, db, signed, client_id, referral_id, status_code=422,
                               problem=exc.problem)
@@ -504,8 +508,8 @@ def record_answer(request: Request, client_id: UUID, referral_id: UUID, db: Sess
         refuse(request, exc)
         return _referral_page(request, db, signed, client_id, referral_id,
                               status_code=exc.status, problem=FormReader().relabel(
-                                  exc, rename={"reason": "answer.reason", "status": ""}))
-    return _redirect(_referral_path(client_id, referral_id, done="answer-recorded"))
+                                  exc, rename={"reason": f"{form}.reason", "status": ""}))
+    return _redirect(_referral_path(client_id, referral_id, done=done))
 
 
 # --- admins: a partner app's webhook deliveries ------------------------------------------

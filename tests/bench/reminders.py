@@ -28,6 +28,7 @@ What a run does, bounded in time and on loopback only:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -243,15 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         smtp.release.set()
-        try:
+        with contextlib.suppress(AssertionError, RuntimeError):  # never started
             controller.stop()
-        except (AssertionError, RuntimeError):
-            pass
         services.drop_postgres_database(args.database_url)
-        try:
+        with contextlib.suppress(redis.RedisError):
             broker.flushdb()
-        except redis.RedisError:
-            pass
         shutil.rmtree(folder, ignore_errors=True)
     print(json.dumps(report, indent=2))
     if args.json:
