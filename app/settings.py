@@ -16,9 +16,16 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 SECRET_FILE_MODE = 0o600
+# Container secrets (compose `secrets:`, Kubernetes secret volumes) are mounted here.
+DEFAULT_SECRETS_DIR = Path("/run/secrets")
 
 
 class ConfigurationError(RuntimeError):
@@ -62,10 +69,35 @@ def read_or_create_secret(path: Path, nbytes: int = 32) -> str:
     raise ConfigurationError(f"secret file {path.name} under the var folder is empty")
 
 
+def secrets_dir() -> Path | None:
+    """Folder of secret files: ``ADVOCASE_SECRETS_DIR``, else ``/run/secrets`` when it exists.
+
+    A file there named like the variable, lower case (``advocase_master_key``), sets that
+    setting; a variable in the environment takes precedence over the file.
+    """
+    configured = os.environ.get("ADVOCASE_SECRETS_DIR")
+    if configured:
+        return Path(configured)
+    return DEFAULT_SECRETS_DIR if DEFAULT_SECRETS_DIR.is_dir() else None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ADVOCASE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The folder is looked up at each instantiation, not fixed when the module loads.
+        files = SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir())
+        return init_settings, env_settings, dotenv_settings, files
 
     env: Literal["development", "test", "production"] = "development"
     var_dir: Path = Field(default=Path("var"), description="Folder for embedded defaults")
@@ -149,6 +181,27 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
+
+    # Observability (README "Observability"): Prometheus metrics at /metrics, optional tracing.
+    metrics_dir: Path | None = Field(
+        default=None, description="Folder where API and worker processes keep their metric "
+        "values (prometheus_client multiprocess mode); default: var/metrics")
+    metrics_token: SecretStr | None = Field(
+        default=None, description="Bearer token a scrape of /metrics must carry when set")
+    metrics_allow_unauthenticated: bool = Field(
+        default=False, description="Serve /metrics without a token in production (only "
+        "behind a network policy or private listener)")
+    worker_metrics_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="A worker serves its own metrics on this port (a worker on another host)")
+    worker_metrics_host: str = Field(
+        default="0.0.0.0", description="Address the worker's metrics listener binds")  # noqa: S104
+    otel_enabled: bool = Field(default=False, description="Export OpenTelemetry traces")
+    otel_endpoint: str | None = Field(
+        default=None, pattern=r"^https?://[^?#]+$",
+        description="OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); "
+        "default: the OTEL_EXPORTER_OTLP_* variables")
+    otel_service_name: str = Field(default="advocase", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
     @field_validator("webhook_allow_http", "webhook_allow_private_targets")
     @classmethod
