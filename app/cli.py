@@ -405,8 +405,12 @@ def keys_status_command(as_json: bool) -> None:
               type=click.IntRange(1, 40), help="How many fictional clients.")
 @click.option("--seed", default=1, show_default=True, type=int,
               help="The same seed gives the same demo.")
+@click.option("--skip-if-filled", is_flag=True,
+              help="Exit 0, changing nothing, when the agency is already filled (a one-shot "
+                   "container that runs at every start).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def demo_data_command(org_slug: str, clients_count: int, seed: int, as_json: bool) -> None:
+def demo_data_command(org_slug: str, clients_count: int, seed: int, skip_if_filled: bool,
+                      as_json: bool) -> None:
     """Fill a clearly fictional demo agency, once: staff, clients, safety plans, risk
     assessments, releases, service log. Prints the new staff passwords this once."""
     settings = _configure_logging("cli")
@@ -423,6 +427,12 @@ def demo_data_command(org_slug: str, clients_count: int, seed: int, as_json: boo
             summary = demo.fill_demo_agency(db, seed=seed, clients_count=clients_count,
                                             slug=org_slug)
             data = summary.as_dict()
+    except demo.AlreadyFilled as exc:
+        if not skip_if_filled:
+            _fail(exc.detail, as_json)
+        _emit({"org": org_slug, "filled": False}, as_json,
+              f"The agency '{org_slug}' is already filled; demo-data changed nothing.")
+        return
     except DomainError as exc:
         _fail(exc.detail, as_json)
     statuses = ", ".join(f"{n} {status}" for status, n in data["statuses"].items())
