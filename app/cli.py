@@ -87,7 +87,11 @@ def serve(host: str, port: int, workers: int) -> None:
     """Run the HTTP API and dashboard."""
     import uvicorn
 
-    _configure_logging("api")
+    from app.core.metrics_dir import API_SUBDIR, prepare_multiprocess_dir
+
+    settings = _configure_logging("api")
+    # Before any API process imports prometheus_client: they all write their metrics here.
+    prepare_multiprocess_dir(settings, API_SUBDIR)
     uvicorn.run(
         "app.asgi:app_factory",
         factory=True,
@@ -110,8 +114,19 @@ def serve(host: str, port: int, workers: int) -> None:
 def worker(concurrency: int | None, pool: str, hostname: str | None) -> None:
     """Run a Celery worker."""
     settings = _configure_logging("worker")
+    from app.core.metrics_dir import WORKER_SUBDIR, prepare_multiprocess_dir
+
+    # Before Celery forks its children (and before prometheus_client is imported).
+    prepare_multiprocess_dir(settings, WORKER_SUBDIR)
     from workers.celery_app import celery_app
 
+    if settings.worker_metrics_port:
+        from celery import signals
+
+        from workers.observability import serve_worker_metrics
+
+        # Once the pool's children exist, so they do not inherit the listening socket.
+        signals.worker_ready.connect(lambda **_: serve_worker_metrics(settings), weak=False)
     argv = ["worker", "--loglevel", settings.log_level, "--pool", pool]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]

@@ -15,7 +15,9 @@ from app import __version__
 from app.audit import api as audit_api
 from app.clients import api as clients_api
 from app.consents import api as consents_api
+from app.core import tracing
 from app.core.errors import install_error_handlers
+from app.core.metrics import QueueDepthCollector, process_exited
 from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.dashboard import STATIC_DIR as DASHBOARD_STATIC_DIR
 from app.dashboard import casefile as dashboard_casefile
@@ -42,6 +44,7 @@ from app.safety_plans import api as safety_plans_api
 from app.service_log import api as service_log_api
 from app.settings import Settings, get_settings
 from app.system import api as system_api
+from app.system import metrics as system_metrics
 from app.system.health import ReadinessChecker
 from app.timeline import api as timeline_api
 from app.webhooks import api as webhooks_api
@@ -59,6 +62,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.collect()
     gc.freeze()
     yield
+    process_exited()
 
 
 _NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False,
@@ -80,6 +84,8 @@ def _add_routes(app: FastAPI, router: APIRouter) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.ensure_dirs()
+    engine = get_engine(settings)
+    provider = tracing.process_provider(settings, engine)
     app = FastAPI(
         lifespan=_lifespan,
         title="advocase",
@@ -92,15 +98,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
         # FastAPI's native OpenTelemetry records URLs (query strings included) and costs
-        # every request; it stays off until tracing is configured on purpose.
-        telemetry=_NO_TELEMETRY,
+        # every request; it stays off until tracing is configured on purpose, and then its
+        # spans pass through app.core.tracing's redaction before any exporter.
+        telemetry=tracing.telemetry_config(provider) if provider else _NO_TELEMETRY,
     )
     app.state.settings = settings
-    app.state.readiness = ReadinessChecker(settings, get_engine(settings))
+    app.state.readiness = ReadinessChecker(settings, engine)
+    app.state.queue_depth = QueueDepthCollector(settings)
     app.state.body_limit_overrides = []
 
     install_error_handlers(app)
     _add_routes(app, system_api.router)
+    _add_routes(app, system_metrics.router)
     _add_routes(app, identity_api.router)
     _add_routes(app, partner_api.router)
     _add_routes(app, audit_api.router)

@@ -241,6 +241,9 @@ def _advocate_of(db: Session, client_id: str) -> UUID | None:
 MATRIX: list[Route] = [
     Route("GET", "/healthz", dict.fromkeys(CALLERS, 200)),
     Route("GET", "/readyz", dict.fromkeys(CALLERS, 200)),
+    # Without ADVOCASE_METRICS_TOKEN outside production (tests/system/test_metrics.py covers
+    # the token and production): a staff or partner token is no metrics token.
+    Route("GET", "/metrics", dict.fromkeys(CALLERS, 200)),
     Route("POST", "/api/v1/auth/login", dict.fromkeys(CALLERS, 401),
           body=lambda w: {"email": "nobody@example.test", "password": "wrong guess here"}),
     Route("POST", "/api/v1/auth/refresh", dict.fromkeys(CALLERS, 401),

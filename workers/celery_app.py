@@ -176,3 +176,6 @@ def _setup_logging(**_: Any) -> None:
 
 
 celery_app = create_celery()
+
+# Task metrics and tracing hang on Celery's signals (task name and outcome, never arguments).
+import workers.observability  # noqa: E402,F401

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request id, request log, security headers, body limit, last-resort 500.
+"""Pure ASGI middleware: request id, request log and metrics, security headers, body limit, 500.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streaming bodies stay streams and the
 cost per request stays small.
@@ -17,6 +17,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import PayloadTooLarge, internal_error, payload_too_large
+from app.core.metrics import record_request
 from app.db import finish_request_work
 
 log = structlog.get_logger("app.http")
@@ -99,13 +100,16 @@ class RequestContextMiddleware:
             if finish_request_work(scope, _LEFT_OPEN):
                 # Only a route outside UnitOfWorkRoute can get here (a test forbids it).
                 log.error("request_work_left_open", route=_route_template(scope))
-            elapsed_ms = (time.perf_counter() - start) * 1000
+            elapsed = time.perf_counter() - start
+            # Metrics, like the log, know a request by its route template, never its path.
+            template = getattr(scope.get("route"), "path", None)
+            record_request(scope.get("method"), template, status_holder["status"], elapsed)
             log.info(
                 "request",
                 method=scope.get("method"),
-                route=_route_template(scope),
+                route=template or "<unmatched>",
                 status=status_holder["status"],
-                duration_ms=round(elapsed_ms, 2),
+                duration_ms=round(elapsed * 1000, 2),
             )
             structlog.contextvars.clear_contextvars()
 
