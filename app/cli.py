@@ -466,7 +466,9 @@ def restore_command(source: Path, force: bool, check_evidence: bool, as_json: bo
           f"(SHA-256 checked); schema {data['alembic_revision']}"
           + (f" upgraded to {data['migrated_to']}" if data["migrated_to"] else "")
           + f"; audit chain intact ({data['audit']['events']} events); "
-          f"{data['org_keysets']} org keysets open{checked}")
+          f"{data['org_keysets']} org keysets open{checked}"
+          + (f"; {data['erasures_replayed']} clients purged there since the backup purged "
+             "again" if data["erasures_replayed"] else ""))
 
 
 @cli.command("demo-data")

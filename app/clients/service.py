@@ -418,6 +418,13 @@ def purge_client(db: Session, actor: Actor, client_id: UUID) -> None:
     ciphertext of it — in this database and in any later backup — is unreadable."""
     require(actor, "clients:purge")
     client = get_client(db, actor, client_id)
+    erase_client(db, client)
+    audit.record(db, actor, "client.purged", client)
+
+
+def erase_client(db: Session, client: Client) -> None:
+    """What a purge does, without the reach check: for a purge replayed after a restore
+    (``app.ops.backup``) as much as for :func:`purge_client`."""
     keys.shred_client_key(db, client.id)
     for column in PERSONAL_FIELDS:
         setattr(client, column, None)
@@ -431,5 +438,4 @@ def purge_client(db: Session, actor: Actor, client_id: UUID) -> None:
     from app.reminders import rules as reminder_rules
 
     reminder_rules.sync_client(db, client.id)  # nothing is left to remind anyone about
-    audit.record(db, actor, "client.purged", client)
 

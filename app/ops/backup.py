@@ -42,6 +42,12 @@ chains, that every org keyset opens, and that every evidence row's object was re
 with ``--check-evidence`` it also decrypts and re-hashes every evidence file against its
 recorded SHA-256 (the integrity check's own code, nothing recorded).
 
+A purge is never undone by a restore over a live database: the clients whose data key the
+target had destroyed are read before it is replaced, and any of them the (older) backup
+brings back is purged again at once (``clients.service.erase_client``, plus a
+``backup.erasure_replayed`` audit event). A backup restored where that database is gone
+still holds the clients purged after it was taken: see the README.
+
 Error messages name files, tables and object keys (ids), never data.
 """
 
@@ -413,6 +419,13 @@ def backup(to: Path, *, settings: Settings | None = None,
 # --- reading an archive --------------------------------------------------------------------
 
 
+_MANIFEST_FIELDS = {
+    "database": ("dialect", "file", "size", "sha256", "alembic_revision", "tables"),
+    "keys": ("kek_ids", "signing_key_sha256", "client_keys_destroyed"),
+    "objects": ("count", "list", "list_sha256"),
+}
+
+
 @dataclass(frozen=True)
 class _Entry:
     key: str
@@ -428,11 +441,19 @@ class Archive:
         self.path = Path(path)
         try:
             self._tar = tarfile.open(self.path, mode="r:")  # noqa: SIM115 - closed by close()
-            self._members = {m.name: m for m in self._tar.getmembers() if m.isfile()}
         except (OSError, tarfile.TarError) as exc:
             raise BackupError(f"{self.path.name} is not a readable advocase backup (not a "
-                              "tar file, or cut short)") from exc
-        self.manifest = self._manifest()
+                              "tar file)") from exc
+        try:
+            self._members = {m.name: m for m in self._tar.getmembers() if m.isfile()}
+            self.manifest = self._manifest()
+        except (OSError, tarfile.TarError) as exc:
+            self._tar.close()
+            raise BackupError(f"{self.path.name} is not a readable advocase backup (cut "
+                              "short or damaged)") from exc
+        except BaseException:
+            self._tar.close()
+            raise
 
     def close(self) -> None:
         self._tar.close()
@@ -464,6 +485,11 @@ class Archive:
         if manifest.get("format_version") != FORMAT_VERSION:
             raise BackupError(f"backup format version {manifest.get('format_version')} is not "
                               f"one this advocase reads (it reads {FORMAT_VERSION})")
+        for section, names in _MANIFEST_FIELDS.items():
+            part = manifest.get(section)
+            missing = [n for n in names if not isinstance(part, dict) or n not in part]
+            if missing:
+                raise BackupError(f"the backup's manifest.json lacks {section}.{missing[0]}")
         return manifest
 
     def entries(self) -> list[_Entry]:
@@ -529,6 +555,7 @@ class RestoreResult:
     audit: dict[str, int]
     org_keysets: int
     client_keys_destroyed: int
+    erasures_replayed: int = 0
     evidence: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -700,8 +727,8 @@ def _verify_restored(engine: sa.Engine, entries: list[_Entry],
             raise BackupError(f"{len(unopened)} org keysets do not open with the configured "
                               "master key after restore")
         restored = {entry.key for entry in entries}
-        evidence_rows = db.execute(sa.select(Evidence.id, Evidence.storage_key)  # type: ignore[call-overload]
-                                   .order_by(Evidence.id)).all()
+        query = sa.select(Evidence.id, Evidence.storage_key)  # type: ignore[call-overload]
+        evidence_rows = db.execute(query.order_by(Evidence.id)).all()
         missing = [row.id for row in evidence_rows if row.storage_key not in restored]
         if missing:
             raise BackupError(f"{len(missing)} evidence files have no stored object after "
@@ -726,6 +753,46 @@ def _verify_restored(engine: sa.Engine, entries: list[_Entry],
                                   f"recorded SHA-256 after restore (first: evidence {failed[0]})")
         db.rollback()
     return audit_counts, sum(1 for _ in statuses), evidence
+
+
+def _erased_clients(engine: sa.Engine) -> set[Any]:
+    """Clients whose data key the target database has destroyed, read before a restore
+    over it: the backup may predate their purge."""
+    from app.core.key_models import ClientDataKey
+
+    table = ClientDataKey.__table__
+    with engine.connect() as conn:
+        if "client_data_key" not in sa.inspect(conn).get_table_names():
+            return set()
+        return set(conn.execute(sa.select(table.c.client_id)
+                                .where(table.c.destroyed_at.is_not(None))).scalars())
+
+
+def _replay_erasures(engine: sa.Engine, erased: set[Any]) -> int:
+    """Purge again every client the target had purged whose key the backup brought back:
+    a purge is never undone by a restore. Returns how many were purged again."""
+    if not erased:
+        return 0
+    from app.clients.models import Client
+    from app.clients.service import erase_client
+    from app.core import audit, keys
+    from app.core.key_models import ClientDataKey
+    from app.db import unit_of_work
+
+    table = ClientDataKey.__table__
+    with unit_of_work(engine) as db:
+        revived = db.execute(sa.select(table.c.client_id, table.c.org_id).where(
+            table.c.client_id.in_(sorted(erased, key=str)), table.c.destroyed_at.is_(None))
+            .order_by(table.c.client_id)).all()
+        for client_id, org_id in revived:
+            client = db.get(Client, client_id)
+            if client is None:
+                keys.shred_client_key(db, client_id)
+            else:
+                erase_client(db, client)
+            audit.append(db, action="backup.erasure_replayed", org_id=org_id,
+                         object_type="client", object_id=client_id)
+    return len(revived)
 
 
 def restore(source: Path, *, settings: Settings | None = None, storage: Storage | None = None,
@@ -759,6 +826,7 @@ def restore(source: Path, *, settings: Settings | None = None, storage: Storage 
             except sa.exc.OperationalError as exc:
                 raise BackupError("cannot connect to the target database (does it exist?)") \
                     from exc
+            erased = _erased_clients(engine) if occupied else set()
         finally:
             engine.dispose()
         stored = next(iter(storage.objects("")), None)
@@ -778,17 +846,20 @@ def restore(source: Path, *, settings: Settings | None = None, storage: Storage 
     try:
         tables = _check_counts(engine, manifest, dialect)
         migrated_to = _upgrade(url, database["alembic_revision"])
+        replayed = _replay_erasures(engine, erased)
         audit_counts, org_keysets, evidence = _verify_restored(engine, entries, storage,
                                                                check_evidence)
     finally:
         engine.dispose()
     result = RestoreResult(
-        source=str(source), dialect=dialect, backup_created_at=manifest["created_at"],
+        source=str(source), dialect=dialect,
+        backup_created_at=str(manifest.get("created_at", "")),
         alembic_revision=database["alembic_revision"], migrated_to=migrated_to,
         tables=len(tables), rows=sum(tables.values()), objects_restored=objects["restored"],
         objects_kept=objects["kept"], objects_replaced=objects["replaced"],
         audit=audit_counts, org_keysets=org_keysets,
-        client_keys_destroyed=manifest["keys"]["client_keys_destroyed"], evidence=evidence,
+        client_keys_destroyed=manifest["keys"]["client_keys_destroyed"],
+        erasures_replayed=replayed, evidence=evidence,
         seconds=round(time.perf_counter() - started, 3))
     log.info("backup_restored", dialect=dialect, tables=result.tables, rows=result.rows,
              objects=objects["restored"] + objects["kept"] + objects["replaced"])

@@ -9,6 +9,7 @@ folders of its own."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -224,6 +225,29 @@ def test_the_wrong_master_key_is_refused_before_anything_is_restored(
     assert pg_target.table_names() == []
 
 
+def _with_manifest(archive: Path, copy: Path, change: Any) -> None:
+    """A copy of ``archive`` whose manifest.json is changed by ``change(manifest)``."""
+    with tarfile.open(archive) as tar, tarfile.open(copy, "w", format=tarfile.PAX_FORMAT) as out:
+        for member in tar.getmembers():
+            data = tar.extractfile(member).read()  # type: ignore[union-attr]
+            if member.name == ops.MANIFEST:
+                manifest = json.loads(data)
+                change(manifest)
+                data = json.dumps(manifest).encode()
+                member.size = len(data)
+            out.addfile(member, io.BytesIO(data))
+
+
+def test_a_backup_from_a_newer_schema_is_refused(pg_source: Source, pg_target: Target,
+                                                 tmp_path: Path) -> None:
+    newer = tmp_path / "newer.tar"
+    _with_manifest(pg_source.archive, newer,
+                   lambda m: m["database"].update(alembic_revision="9999"))
+    with pytest.raises(ops.BackupError, match="revision 9999 is not one this advocase knows"):
+        pg_target.restore(newer)
+    assert pg_target.table_names() == []
+
+
 # --- the drill -----------------------------------------------------------------------------
 
 
@@ -307,12 +331,48 @@ def test_restore_drill_on_postgresql(pg_source: Source, pg_target: Target, setti
     finally:
         engine.dispose()
 
-    # Restoring again over the restored copy needs --force; identical objects are kept.
+    # Restoring again over the restored copy needs --force; identical objects are kept; a
+    # client purged there after the backup was taken stays purged.
     with pytest.raises(ops.BackupError, match="--force"):
         pg_target.restore(archive)
+    purged_since = _purge_one(pg_target.url, seeded)
     again = pg_target.restore(archive, force=True)
     assert (again.objects_restored, again.objects_kept) == (0, 3)
-    assert _counts(pg_target.url) == pg_source.counts
+    assert again.erasures_replayed == 1
+    _assert_purged(pg_target.url, seeded, purged_since)
+
+
+def _purge_one(url: str, seeded: Seeded) -> UUID:
+    """Purge a live client in a restored database (committed) and return its id."""
+    client_id = next(iter(seeded.clients))
+    engine = create_db_engine(url)
+    try:
+        with Session(engine) as db:
+            clients_service.purge_client(db, seeded.supervisor, client_id)
+            db.commit()
+    finally:
+        engine.dispose()
+    return client_id
+
+
+def _assert_purged(url: str, seeded: Seeded, client_id: UUID) -> None:
+    engine = create_db_engine(url)
+    try:
+        keys.clear_key_caches()
+        with engine.connect() as conn:
+            assert audit.verify_all(conn).ok
+            replayed = conn.execute(sa.text(
+                "SELECT count(*) FROM audit_event WHERE action = 'backup.erasure_replayed' "
+                "AND object_id = :id"), {"id": str(client_id)}).scalar_one()
+            assert replayed == 1
+        with Session(engine) as db:
+            client = db.get(Client, client_id)
+            assert client.purged_at is not None and client.legal_name is None
+            assert db.get(ClientDataKey, client_id).wrapped_keyset is None
+            evidence = db.scalar(sa.select(Evidence.id).where(Evidence.client_id == client_id))
+            assert evidence_service.open_for_check(db, evidence) is None
+    finally:
+        engine.dispose()
 
 
 # --- SQLite, through the command line ------------------------------------------------------
