@@ -431,3 +431,44 @@ def _round_trip(source: Source, settings: Settings, tmp_path: Path,
     again = runner.invoke(cli, ["restore", "--from", str(archive), "--json"])
     assert again.exit_code == 1
     assert "not empty" in json.loads(again.stdout)["error"]
+
+
+# --- the PostgreSQL tools' arguments and messages ------------------------------------------
+
+
+def test_the_password_goes_to_the_environment_never_to_the_command_line(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    url = ("postgresql+psycopg://fictional_user:fictional-s3cret@db.example.test:5433/"
+           "advocase_prod?sslmode=verify-full&application_name=advocase")
+    env = ops.pg_environment(url)
+    assert (env["PGHOST"], env["PGPORT"], env["PGUSER"], env["PGDATABASE"]) == (
+        "db.example.test", "5433", "fictional_user", "advocase_prod")
+    assert env["PGPASSWORD"] == "fictional-s3cret" and env["PGSSLMODE"] == "verify-full"
+
+    seen: list[list[str]] = []
+
+    def fake_popen(argv: list[str], **kwargs: Any) -> Any:
+        seen.append(argv)
+        assert kwargs["env"]["PGPASSWORD"] == "fictional-s3cret"
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(ops.subprocess, "Popen", fake_popen)
+
+    class OneFile:
+        manifest = {"database": {"file": "database.pgdump", "size": 0, "sha256": ""}}
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        ops._restore_postgres(OneFile(), url)  # type: ignore[arg-type]
+    assert seen and not any("s3cret" in part for part in seen[0])
+    assert "--dbname=advocase_prod" in seen[0] and "--single-transaction" in seen[0]
+
+
+def test_tool_errors_keep_only_the_error_lines_never_row_values() -> None:
+    stderr = (b'pg_restore: error: could not execute query: ERROR:  duplicate key value '
+              b'violates unique constraint "pk_client"\n'
+              b"DETAIL:  Key (id)=(Fictional Client Ada Backupson) already exists.\n"
+              b"CONTEXT:  COPY client, line 1: \"Fictional Client Ada Backupson\"\n"
+              b"Command was: COPY public.client FROM stdin;\n")
+    error = ops._tool_failure("pg_restore", 1, stderr)
+    assert "pk_client" in str(error) and "exit 1" in str(error)
+    assert "Fictional" not in str(error) and "COPY" not in str(error)
