@@ -55,8 +55,10 @@ itself:
   complete when the last older backup expires), and a restore procedure that
   replays the erasures made since the backup from an erasure journal kept outside
   the database and its backups (client ids only, e.g. exported from the
-  ``keys.client_key_destroyed`` audit events, which a restore would roll back too) —
-  issue 10 (backup and restore) is where this belongs;
+  ``keys.client_key_destroyed`` audit events, which a restore would roll back too).
+  ``advocase restore`` over the live database does this by itself: it reads the
+  target's destroyed keys first and purges again every client the backup brings back
+  (``app.ops.backup``); a restore where that database is lost cannot know them;
 - PostgreSQL keeps the old row version until VACUUM reuses the space, and the WAL
   keeps it until recycled; SQLite is asked for ``secure_delete`` on the connection
   that shreds, but an un-checkpointed WAL frame may still hold the old page.
