@@ -90,3 +90,22 @@ def test_beat_is_healthy_with_a_fresh_schedule_file(
         assert healthcheck.main(["beat"]) == 0
     finally:
         reset_settings_cache()
+
+
+def test_worker_is_unhealthy_when_no_worker_of_this_host_answers(tmp_path: Path) -> None:
+    """Over a real Redis broker (a database no worker listens on); a worker that answers was
+    seen passing by hand (README, Deploying)."""
+    import subprocess
+    import sys
+
+    from tests.support import services
+
+    url = services.REDIS_URL.rsplit("/", 1)[0] + "/14"
+    services.require_redis(url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADVOCASE_")}
+    env |= {"ADVOCASE_BROKER_URL": url, "ADVOCASE_VAR_DIR": str(tmp_path)}
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, str(ROOT / "deploy/healthcheck.py"), "worker", "--timeout", "0.5"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert f"celery@{socket.gethostname()} did not answer a ping" in result.stderr
