@@ -877,6 +877,10 @@ def _upgrade(url: str, revision: str) -> str | None:
     head = ScriptDirectory.from_config(config).get_current_head()
     if head == revision:
         return None
-    command.upgrade(config, "head")
+    try:
+        command.upgrade(config, "head")
+    except Exception as exc:  # noqa: BLE001 - any migration failure: one clear message
+        raise BackupError(f"the restored schema ({revision}) did not upgrade to {head} "
+                          f"({type(exc).__name__}); run `advocase migrate` to see why") from exc
     return head
 

@@ -472,3 +472,32 @@ def test_tool_errors_keep_only_the_error_lines_never_row_values() -> None:
     error = ops._tool_failure("pg_restore", 1, stderr)
     assert "pk_client" in str(error) and "exit 1" in str(error)
     assert "Fictional" not in str(error) and "COPY" not in str(error)
+
+
+def test_a_backup_of_an_older_schema_is_upgraded_after_restore(settings: Settings,
+                                                              tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    from app.cli import alembic_config
+
+    scripts = ScriptDirectory.from_config(alembic_config())
+    head = scripts.get_current_head()
+    older = scripts.get_revision(head).down_revision
+    with services.own_database("sqlite", tmp_path, "backup_older", migrate=False) as url:
+        command.upgrade(alembic_config(url), older)
+        source = settings.model_copy(update={"database_url": url,
+                                             "storage_dir": tmp_path / "older-storage"})
+        made = ops.backup(tmp_path / "older.tar", settings=source)
+        assert made.alembic_revision == older
+    target = Target(f"sqlite:///{tmp_path / 'upgraded.sqlite'}", tmp_path / "upgraded-storage",
+                    settings)
+    restored = target.restore(tmp_path / "older.tar")
+    assert (restored.alembic_revision, restored.migrated_to) == (older, head)
+    assert _counts(target.url)["alembic_version"] == 1
+    engine = create_db_engine(target.url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == head
+    finally:
+        engine.dispose()
