@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 from app.settings import Settings
-from tests.deploy.tools import DEPLOY, ROOT, looks_secret, run
+from tests.deploy.tools import DEPLOY, ROOT, docker_compose, looks_secret, run
 
 COMPOSE = DEPLOY / "compose.yaml"
 SETTING_NAMES = {f"ADVOCASE_{name.upper()}" for name in Settings.model_fields}
@@ -23,6 +24,38 @@ ADVOCASE_COMMANDS = {"migrate", "serve", "worker", "beat", "demo-data"}
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text())
+
+
+def compose_config(path: Path) -> subprocess.CompletedProcess[str]:
+    """`docker compose config`: Compose's own loader (schema, interpolation, anchors)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ADVOCASE_", "COMPOSE_", "DOCKER_"))}
+    return run([docker_compose(), "--file", str(path), "config", "--format", "json"],
+               env=env, cwd=path.parent)
+
+
+def test_compose_refuses_a_file_outside_its_schema(tmp_path: Path) -> None:
+    broken = tmp_path / "compose.yaml"
+    broken.write_text(COMPOSE.read_text().replace("    restart: unless-stopped\n",
+                                                  "    restartt: unless-stopped\n", 1))
+    result = compose_config(broken)
+    assert result.returncode != 0
+    assert "additional properties 'restartt' not allowed" in result.stderr
+
+
+def test_compose_loads_the_stack_as_written(compose: dict[str, Any]) -> None:
+    result = compose_config(COMPOSE)
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout)
+    assert loaded["services"].keys() == compose["services"].keys()
+    api = loaded["services"]["api"]
+    assert api["image"] == "advocase:0.1.0"
+    assert Path(api["build"]["context"]) == ROOT
+    assert (ROOT / api["build"]["dockerfile"]) == DEPLOY / "Dockerfile"
+    assert loaded["services"]["demo"]["environment"]["ADVOCASE_ENV"] == "development"
+    assert loaded["services"]["worker"]["environment"]["ADVOCASE_ENV"] == "production"
+    for name, secret in loaded["secrets"].items():
+        assert Path(secret["file"]) == DEPLOY / "secrets" / name
 
 
 def advocase_command(service: dict[str, Any]) -> list[str]:

