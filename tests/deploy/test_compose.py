@@ -132,6 +132,9 @@ def test_the_stack_has_its_servers_and_one_shots(compose: dict[str, Any]) -> Non
         assert services[name]["depends_on"]["minio-init"] == {
             "condition": "service_completed_successfully"}
     assert services["api"]["ports"] == ["127.0.0.1:8000:8000"]
+    # Behind a TLS proxy, client addresses (login throttling, rate limits) come from it.
+    assert services["api"]["environment"]["FORWARDED_ALLOW_IPS"] == \
+        "${FORWARDED_ALLOW_IPS:-127.0.0.1}"
     for name, service in services.items():
         image = service["image"]
         tag = image.rsplit("/", 1)[-1].partition(":")[2]

@@ -117,6 +117,9 @@ def violations(objects: Objects) -> list[str]:
             found.append("the API's readiness probe is not /readyz")
         if container.get("livenessProbe", {}).get("httpGet", {}).get("path") != "/healthz":
             found.append("the API's liveness probe is not /healthz")
+        trusted = {e["name"]: e.get("value") for e in container.get("env", [])}
+        if trusted.get("FORWARDED_ALLOW_IPS") is None:
+            found.append("the API does not say whose X-Forwarded-For it believes")
     beats = [d for d in deployments.values()
              if "beat" in pod_spec(d)["containers"][0].get("args", [])]
     if len(beats) != 1:
