@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from app.cli import cli
 from app.db import dispose_engines
-from app.settings import reset_settings_cache
+from app.settings import get_settings, reset_settings_cache
 
 
 @pytest.fixture
@@ -22,8 +22,10 @@ def var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for name in [n for n in os.environ if n.startswith("ADVOCASE_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("ADVOCASE_VAR_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("ADVOCASE_LOG_LEVEL", "WARNING")
     reset_settings_cache()
+    # The command would point this process's logging at the runner's stream; the
+    # session's logging stays as it is.
+    monkeypatch.setattr("app.cli._configure_logging", lambda process: get_settings())
     yield tmp_path / "var"
     dispose_engines()
     reset_settings_cache()
