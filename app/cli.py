@@ -90,6 +90,11 @@ def serve(host: str, port: int, workers: int) -> None:
     from app.core.metrics_dir import API_SUBDIR, prepare_multiprocess_dir
 
     settings = _configure_logging("api")
+    if workers > 1 and settings.rate_limit_storage_url is None:
+        # Each process would count login failures and rate limits on its own.
+        raise click.UsageError(
+            "several API processes must share rate limits and login throttling: set "
+            "ADVOCASE_RATE_LIMIT_URL (or use a Redis ADVOCASE_BROKER_URL)")
     # Before any API process imports prometheus_client: they all write their metrics here.
     prepare_multiprocess_dir(settings, API_SUBDIR)
     uvicorn.run(
