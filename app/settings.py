@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 import time
 from functools import lru_cache
@@ -106,6 +107,21 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     result_backend: str | None = None
     storage_dir: Path | None = None
+    storage_url: str | None = Field(
+        default=None,
+        description="s3://bucket or s3://bucket/prefix: keep stored files in that S3 bucket "
+        "(Amazon S3, MinIO); unset: the local folder ADVOCASE_STORAGE_DIR")
+    s3_endpoint_url: str | None = Field(
+        default=None, pattern=r"^https?://[^/?#]+/?$",
+        description="An S3-compatible server (MinIO): http(s)://host:port; unset: Amazon S3")
+    s3_region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None,
+        description="With ADVOCASE_S3_ACCESS_KEY_ID; both unset: the standard AWS "
+        "credential chain (environment, shared files, container or instance role)")
+    # After the secret, whose presence its validator checks (an error then shows the key id
+    # as its input, never the secret).
+    s3_access_key_id: str | None = Field(default=None, validate_default=True)
     secret_key: SecretStr | None = None
     master_key: SecretStr | None = None
 
@@ -241,6 +257,22 @@ class Settings(BaseSettings):
     def _psycopg3(cls, value: str | None) -> str | None:
         return normalise_database_url(value) if value else value
 
+    @field_validator("storage_url")
+    @classmethod
+    def _s3_url(cls, value: str | None) -> str | None:
+        if value:
+            split_storage_url(value)
+        return value or None
+
+    @field_validator("s3_access_key_id")
+    @classmethod
+    def _s3_key_pair(cls, value: str | None, info: ValidationInfo) -> str | None:
+        secret = info.data.get("s3_secret_access_key")
+        if bool(secret and secret.get_secret_value()) != bool(value):
+            raise ValueError("ADVOCASE_S3_ACCESS_KEY_ID and ADVOCASE_S3_SECRET_ACCESS_KEY "
+                             "are set together (or neither, for the AWS credential chain)")
+        return value or None
+
     def model_post_init(self, __context: object) -> None:
         var = self.var_dir
         if self.database_url is None:
@@ -293,6 +325,12 @@ class Settings(BaseSettings):
         return None
 
     @property
+    def storage_bucket_and_prefix(self) -> tuple[str, str]:
+        """The bucket and key prefix of ``storage_url`` (which must be set)."""
+        assert self.storage_url
+        return split_storage_url(self.storage_url)
+
+    @property
     def broker_is_embedded(self) -> bool:
         return str(self.broker_url).startswith(("sqla+", "filesystem:", "memory:"))
 
@@ -304,6 +342,26 @@ class Settings(BaseSettings):
             path = sqlite_path(str(url))
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PREFIX_PART = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def split_storage_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``."""
+    if not url.startswith("s3://"):
+        raise ValueError("ADVOCASE_STORAGE_URL is s3://bucket or s3://bucket/prefix")
+    bucket, _, prefix = url[len("s3://"):].partition("/")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise ValueError("ADVOCASE_STORAGE_URL: a bucket name is 3-63 lower-case letters, "
+                         "digits, dots and hyphens")
+    prefix = prefix.strip("/")
+    if prefix and any(not _PREFIX_PART.match(p) or p in (".", "..")
+                      for p in prefix.split("/")):
+        raise ValueError("ADVOCASE_STORAGE_URL: the prefix is folder names of letters, "
+                         "digits, '.', '_' and '-' separated by '/'")
+    return bucket, prefix
 
 
 def sqlite_path(url: str) -> Path | None:

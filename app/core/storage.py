@@ -2,8 +2,10 @@
 and encryption of each object with Tink streaming AEAD.
 
 :class:`Storage` is what domains use; :class:`LocalStorage` keeps objects as files under
-``ADVOCASE_STORAGE_DIR``. The interface is small on purpose so that an object store (S3:
-multipart upload, ranged GET, HEAD, DELETE, ListObjectsV2, abort stale uploads) fits it.
+``ADVOCASE_STORAGE_DIR``; :class:`app.core.storage_s3.S3Storage` keeps them in an S3 bucket
+(Amazon S3, MinIO) when ``ADVOCASE_STORAGE_URL`` is ``s3://bucket/prefix``. The interface
+is small on purpose: multipart upload, ranged GET, HEAD, DELETE, ListObjectsV2 and the
+abort of stale uploads are all an object store needs.
 
 Writes are atomic: an object is written under a temporary name in its final folder, the
 file is fsynced, linked to its final name (an existing object is never replaced) and the
@@ -115,6 +117,10 @@ class Storage(Protocol):
 
     def discard_incomplete(self, older_than: timedelta) -> int:
         """Remove writes abandoned longer ago than ``older_than`` (a killed process)."""
+        ...
+
+    def probe(self) -> None:
+        """Raise unless the storage can be reached (cheap: for ``/readyz``)."""
         ...
 
 
@@ -292,21 +298,53 @@ class LocalStorage:
                         removed += 1
         return removed
 
+    def probe(self) -> None:
+        # Folders are made on first write: the nearest one that exists must be writable.
+        folder = self.root
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise NotADirectoryError("the storage folder is not a writable folder")
 
-_storages: dict[Path, LocalStorage] = {}
+
+_storages: dict[tuple[Any, ...], Storage] = {}
 _storages_lock = threading.Lock()
 
 
 def get_storage(settings: Settings | None = None) -> Storage:
-    """The configured storage (the local folder ``ADVOCASE_STORAGE_DIR``)."""
+    """The configured storage: the S3 bucket of ``ADVOCASE_STORAGE_URL`` when it is set,
+    otherwise the local folder ``ADVOCASE_STORAGE_DIR``. One per configuration (an S3
+    client and its connection pool are shared by the threads of a process)."""
     settings = settings or get_settings()
-    assert settings.storage_dir is not None
-    root = Path(settings.storage_dir)
+    if settings.storage_url:
+        secret = settings.s3_secret_access_key
+        config: tuple[Any, ...] = (
+            "s3", settings.storage_url, settings.s3_endpoint_url, settings.s3_region,
+            settings.s3_access_key_id, secret.get_secret_value() if secret else None)
+    else:
+        assert settings.storage_dir is not None
+        config = ("local", Path(settings.storage_dir))
     with _storages_lock:
-        storage = _storages.get(root)
+        storage = _storages.get(config)
         if storage is None:
-            storage = _storages[root] = LocalStorage(root)
+            storage = _storages[config] = _make_storage(settings)
     return storage
+
+
+def _make_storage(settings: Settings) -> Storage:
+    if not settings.storage_url:
+        assert settings.storage_dir is not None
+        return LocalStorage(Path(settings.storage_dir))
+    from app.core.storage_s3 import S3Storage  # boto3 is loaded only when S3 is used
+
+    bucket, prefix = settings.storage_bucket_and_prefix
+    secret = settings.s3_secret_access_key
+    return S3Storage(
+        bucket, prefix, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=secret.get_secret_value() if secret else None,
+        max_pool_connections=max(10, settings.threadpool_size),
+        probe_timeout=settings.broker_check_timeout)
 
 
 # --- encryption --------------------------------------------------------------------------

@@ -31,7 +31,7 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    summary="Database and broker reachable; worker heartbeat age reported",
+    summary="Database and broker reachable; worker heartbeat age and storage reported",
     responses={503: {"description": "A dependency is down (problem+json naming it)"}},
 )
 def readyz(request: Request) -> Any:

@@ -1,4 +1,5 @@
-"""Readiness checks: database, broker and the age of the last worker heartbeat.
+"""Readiness checks: database, broker, the age of the last worker heartbeat, and whether
+the file storage answers.
 
 A check reports only a status, a duration and an error class: connection strings
 and server messages (which may name hosts, users or passwords) never leave the
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Engine
 
+from app.core.storage import get_storage
 from app.db import create_db_engine, read_only, utcnow
 from app.settings import Settings
 from app.system.models import WorkerHeartbeat
@@ -135,6 +137,18 @@ def heartbeat_report(engine: Engine, stale_after: float) -> dict[str, Any]:
     }
 
 
+def check_storage(settings: Settings) -> CheckResult:
+    """Whether the configured storage answers (a HEAD of the S3 bucket with one try and
+    short timeouts, or the local folder being writable): reported, not a readiness
+    condition. Without storage only evidence and report files are out of reach; an API
+    taken out of service for it would also stop everything that still works."""
+
+    def storage() -> None:
+        get_storage(settings).probe()
+
+    return _timed(storage)
+
+
 class ReadinessChecker:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
@@ -149,5 +163,6 @@ class ReadinessChecker:
             checks["worker"] = heartbeat_report(self.engine, self.settings.heartbeat_stale_after)
         else:
             checks["worker"] = {"status": "unknown"}
+        checks["storage"] = check_storage(self.settings).as_dict()
         ready = database.status == "ok" and broker.status == "ok"
         return ready, checks

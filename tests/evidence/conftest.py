@@ -24,6 +24,7 @@ from app.settings import Settings
 from tests.consents.factories import make_client
 from tests.support.apps import bind_to_session
 from tests.support.identity import bearer, make_org, make_user, staff_token
+from tests.support.s3 import S3Server, running_s3_server
 
 DESCRIPTION = "Fictional photo of the damaged front door, taken next morning"
 FILENAME = "fictional-door-photo-Okonkwo.jpg"
@@ -83,6 +84,12 @@ def agency(db: Session) -> Agency:
         make_incident(db, other_org.id, other_client, users["stranger"]))
     db.commit()
     return agency
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3-compatible server (moto's) on loopback, shared by the whole run."""
+    yield from running_s3_server()
 
 
 @pytest.fixture

@@ -65,6 +65,23 @@ def test_stale_heartbeat_is_reported_but_does_not_fail_readiness(
     assert response.json()["checks"]["worker"]["status"] == "stale"
 
 
+def test_storage_is_reported_and_an_unwritable_one_does_not_fail_readiness(
+        app, settings, tmp_path) -> None:
+    with TestClient(app) as client:
+        assert client.get("/readyz").json()["checks"]["storage"]["status"] == "ok"
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    broken = settings.model_copy(update={"storage_dir": not_a_folder / "storage"})
+    app.state.readiness = ReadinessChecker(broken, app.state.readiness.engine)
+    with TestClient(app) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"]["storage"] == {
+        "status": "down", "duration_ms": response.json()["checks"]["storage"]["duration_ms"],
+        "error": "NotADirectoryError"}
+    assert str(tmp_path) not in response.text
+
+
 def test_broker_down_is_503_naming_the_broker(app, settings) -> None:
     down = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0",
                                        "broker_check_timeout": 0.5})
