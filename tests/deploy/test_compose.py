@@ -218,3 +218,20 @@ def test_make_secrets_writes_every_file_compose_reads_and_keeps_them(
     assert again.returncode == 0, again.stderr
     assert {p.name: p.read_text() for p in folder.iterdir()} == values
     assert again.stdout.count("kept") == len(values)
+
+
+def test_the_settings_written_in_compose_are_valid_values(
+        compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in [k for k in os.environ if k.startswith("ADVOCASE_")]:
+        monkeypatch.delenv(key)
+    for name, service in compose["services"].items():
+        if not advocase_command(service):
+            continue
+        values = {key.removeprefix("ADVOCASE_").lower(): value
+                  for key, value in service["environment"].items()
+                  if key.startswith("ADVOCASE_")}
+        values["public_url"] = "http://localhost:8000"  # what ${ADVOCASE_PUBLIC_URL:-…} gives
+        configured = Settings(_env_file=None, var_dir=tmp_path, s3_access_key_id="id",  # type: ignore[call-arg]
+                              s3_secret_access_key="secret", **values)
+        assert configured.storage_bucket_and_prefix == ("advocase", "objects"), name
+        assert configured.rate_limit_storage_url == "redis://redis:6379/0", name

@@ -4,6 +4,7 @@ Kubernetes JSON schemas, and keep the rules a reviewer of a deployment checks fi
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -255,3 +256,24 @@ def test_the_example_overlay_changes_image_scale_and_egress() -> None:
                                          for peer in rule.get("to", [])]
     assert by_kind(base, "NetworkPolicy")["advocase-egress"] != \
         by_kind(example, "NetworkPolicy")["advocase-egress"]
+
+
+def test_the_settings_in_the_config_map_are_valid_values(
+        rendered: Objects, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.settings import Settings
+
+    for key in [k for k in os.environ if k.startswith("ADVOCASE_")]:
+        monkeypatch.delenv(key)
+    (config,) = by_kind(rendered, "ConfigMap").values()
+    values = {key.removeprefix("ADVOCASE_").lower(): value
+              for key, value in config["data"].items()}
+    configured = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    assert configured.env == "production"
+    assert configured.public_url.startswith("https://")
+    bucket, prefix = configured.storage_bucket_and_prefix
+    assert bucket and prefix == "objects"
+    assert str(configured.var_dir) == "/var/lib/advocase"
+    for obj in rendered:
+        if obj["kind"] in WORKLOADS:
+            mounts = {m["mountPath"] for m in pod_spec(obj)["containers"][0]["volumeMounts"]}
+            assert str(configured.var_dir) in mounts, obj["metadata"]["name"]
