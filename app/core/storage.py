@@ -40,6 +40,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 from tink import streaming_aead
 
+from app.core.errors import DomainError
 from app.settings import Settings, get_settings
 
 streaming_aead.register()
@@ -58,6 +59,17 @@ class ObjectExists(Exception):
 
 class ObjectMissing(Exception):
     """No object has this key."""
+
+
+class StorageUnavailable(DomainError):
+    """The storage did not answer (a remote one: refused or timed-out connections, errors
+    of the server after retries): answered 503, to be tried again."""
+
+    status, kind, title = 503, "storage-unavailable", "File storage unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("The file storage did not answer. Nothing was stored or changed; "
+                         "try again in a moment.", headers={"Retry-After": "5"})
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ from typing import Any, BinaryIO
 import boto3
 import structlog
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from app.core.storage import (
     _KEY,
@@ -47,6 +48,7 @@ from app.core.storage import (
     ObjectExists,
     ObjectMissing,
     ObjectWriter,
+    StorageUnavailable,
     StoredObject,
     check_key,
 )
@@ -115,6 +117,20 @@ def _not_implemented(exc: ClientError) -> bool:
     return _code(exc) == "NotImplemented" or _status(exc) == 501
 
 
+@contextmanager
+def _reachable() -> Iterator[None]:
+    """Connections refused, cut or timed out, and server errors left after boto3's retries,
+    become :class:`StorageUnavailable` (503). Refusals (403, 404, 412) stay as they are."""
+    try:
+        yield
+    except (BotoConnectionError, HTTPClientError, IncompleteReadError) as exc:
+        raise StorageUnavailable() from exc
+    except ClientError as exc:
+        if _status(exc) >= 500 and not _not_implemented(exc):
+            raise StorageUnavailable() from exc
+        raise
+
+
 class _PartWriter(io.RawIOBase):
     """Buffers what is written and sends it in parts of ``part_size`` bytes: at most one
     part (plus the last write) is ever held in memory. ``close`` only stops writes."""
@@ -131,26 +147,34 @@ class _PartWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held in memory, not yet sent (less than one part after each write)."""
+        return len(self._buffer)
+
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         if self.closed:
             raise ValueError("write to a finished object")
         self._buffer += data
         size = self._storage.part_size
         while len(self._buffer) >= size:
-            self._send_part(bytes(self._buffer[:size]))
+            with memoryview(self._buffer) as view:
+                part = bytes(view[:size])  # one copy (a slice of the bytearray is another)
             del self._buffer[:size]
+            self._send_part(part)
         count = len(memoryview(data))
         self.written += count
         return count
 
     def _send_part(self, body: bytes) -> None:
         client, bucket = self._storage.client, self._storage.bucket
-        if self._upload_id is None:
-            self._upload_id = client.create_multipart_upload(
-                Bucket=bucket, Key=self._key)["UploadId"]
-        number = len(self._parts) + 1
-        answer = client.upload_part(Bucket=bucket, Key=self._key, UploadId=self._upload_id,
-                                    PartNumber=number, Body=body)
+        with _reachable():
+            if self._upload_id is None:
+                self._upload_id = client.create_multipart_upload(
+                    Bucket=bucket, Key=self._key)["UploadId"]
+            number = len(self._parts) + 1
+            answer = client.upload_part(Bucket=bucket, Key=self._key,
+                                        UploadId=self._upload_id, PartNumber=number, Body=body)
         self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
 
     def publish(self) -> None:
@@ -183,7 +207,8 @@ class _Body(io.RawIOBase):
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._body.read(len(buffer))
+        with _reachable():
+            data = self._body.read(len(buffer))
         n = len(data)
         memoryview(buffer)[:n] = data
         return n
@@ -218,7 +243,8 @@ class S3Storage:
 
     def _head(self, full: str) -> dict[str, Any] | None:
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=full)
+            with _reachable():
+                return self.client.head_object(Bucket=self.bucket, Key=full)
         except ClientError as exc:
             if _not_found(exc):
                 return None
@@ -249,13 +275,14 @@ class S3Storage:
             if not self.conditional_writes and self._head(full) is not None:
                 raise ObjectExists(full)
             try:
-                if upload_id is None:
-                    self.client.put_object(Bucket=self.bucket, Key=full, Body=bytes(body),
-                                           **condition)
-                else:
-                    self.client.complete_multipart_upload(
-                        Bucket=self.bucket, Key=full, UploadId=upload_id,
-                        MultipartUpload={"Parts": parts}, **condition)
+                with _reachable():
+                    if upload_id is None:
+                        self.client.put_object(Bucket=self.bucket, Key=full,
+                                               Body=bytes(body), **condition)
+                    else:
+                        self.client.complete_multipart_upload(
+                            Bucket=self.bucket, Key=full, UploadId=upload_id,
+                            MultipartUpload={"Parts": parts}, **condition)
                 return
             except ClientError as exc:
                 if condition and _precondition_failed(exc):
@@ -277,7 +304,8 @@ class S3Storage:
             end = "" if length is None else str(start + length - 1)
             request["Range"] = f"bytes={start}-{end}"
         try:
-            answer = self.client.get_object(**request)
+            with _reachable():
+                answer = self.client.get_object(**request)
         except ClientError as exc:
             if _not_found(exc):
                 raise ObjectMissing(key) from exc
@@ -300,13 +328,14 @@ class S3Storage:
         # DeleteObject answers 204 whether or not the key existed: HEAD says which.
         if self._head(full) is None:
             return False
-        self.client.delete_object(Bucket=self.bucket, Key=full)
+        with _reachable():
+            self.client.delete_object(Bucket=self.bucket, Key=full)
         return True
 
     def objects(self, prefix: str = "") -> Iterator[StoredObject]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix + prefix)
-        for page in pages:
+        for page in _pages(pages):
             for item in page.get("Contents", []):
                 key = item["Key"][len(self.prefix):]
                 if not _KEY.match(key):
@@ -318,11 +347,11 @@ class S3Storage:
         removed = 0
         pages = self.client.get_paginator("list_multipart_uploads").paginate(
             Bucket=self.bucket, Prefix=self.prefix)
-        for page in pages:
+        for page in _pages(pages):
             for upload in page.get("Uploads", []):
                 if _utc(upload["Initiated"]) >= cutoff:
                     continue
-                with suppress(ClientError):  # finished or aborted meanwhile
+                with _reachable(), suppress(ClientError):  # finished or aborted meanwhile
                     self.client.abort_multipart_upload(
                         Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
                     removed += 1
@@ -338,6 +367,16 @@ class S3Storage:
                            max_pool_connections=2)
             self._probe_client = make_client(**options)
         self._probe_client.head_bucket(Bucket=self.bucket)
+
+
+def _pages(pages: Any) -> Iterator[dict[str, Any]]:
+    iterator = iter(pages)
+    while True:
+        with _reachable():
+            page = next(iterator, None)
+        if page is None:
+            return
+        yield page
 
 
 def _utc(value: datetime) -> datetime:

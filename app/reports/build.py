@@ -39,6 +39,7 @@ from app.core.errors import NotFound
 from app.core.storage import (
     ObjectMissing,
     Storage,
+    StorageUnavailable,
     decrypting_reader,
     delete_on_rollback,
     encrypting_writer,
@@ -456,7 +457,7 @@ def _discard(storage: Storage, keys_stored: list[str]) -> None:
     for key in keys_stored:
         try:
             storage.delete(key)
-        except OSError:
+        except (OSError, StorageUnavailable):  # the storage sweep removes it later
             log.warning("report_file_cleanup_failed", exc_info=True)
 
 

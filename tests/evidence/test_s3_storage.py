@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from app.core.storage import LocalStorage, get_storage
-from app.core.storage_s3 import S3Storage
+from app.core.storage_s3 import S3Storage, make_client
+from app.evidence import service as evidence_service
 from app.settings import Settings
 from tests.evidence.conftest import jpeg, uploaded
 from tests.support.s3 import S3Server
@@ -93,6 +94,27 @@ def test_evidence_upload_and_ranged_download_through_s3(s3_server: S3Server, app
         ready = client.get("/readyz").json()
         assert ready["checks"]["storage"]["status"] == "ok"
     assert s3_server.pending_uploads(prefix + "/") == []
+
+
+def test_a_download_while_s3_is_unreachable_is_503_and_records_nothing(
+        s3_server: S3Server, app_with, agency, db) -> None:
+    prefix = f"e2e-{uuid4().hex[:12]}"
+    app = app_with(**s3_server.settings_changes(prefix))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        body = uploaded(client, agency, jpeg(64 * 1024))
+        storage = get_storage(app.state.settings)
+        assert isinstance(storage, S3Storage)
+        storage.client = make_client(**s3_server.client_options()
+                                     | {"endpoint_url": "http://127.0.0.1:1", "max_attempts": 1})
+        response = client.get(f"/api/v1/evidence/{body['id']}/content",
+                              headers=agency.headers("advocate"))
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["type"].endswith("storage-unavailable")
+    assert "127.0.0.1" not in response.text
+    actions = [e.action for e in evidence_service.custody_log(db, UUID(body["id"]))]
+    assert actions == ["upload"]  # the failed download left no custody event
 
 
 def test_readiness_reports_an_unreachable_bucket_without_naming_it(s3_server: S3Server,

@@ -24,6 +24,7 @@ from app.core.storage import (
     ObjectExists,
     ObjectMissing,
     Storage,
+    StorageUnavailable,
     check_key,
     decrypting_reader,
     delete_on_rollback,
@@ -327,6 +328,28 @@ def test_s3_abandoned_uploads_are_aborted_once_old_and_only_under_its_prefix(
                                       UploadId=theirs["UploadId"])
 
 
+def test_s3_parts_reach_the_server_while_the_write_goes_on(s3_server: S3Server,
+                                                          s3: S3Storage) -> None:
+    """Never the whole object in memory: less than one part is held after each write, and
+    the full parts are already on the server (in an upload nobody can read yet)."""
+    chunk, written = os.urandom(700_000), 0
+    full = s3.prefix + "evidence/org/streamed"
+    with s3.create("evidence/org/streamed") as out:
+        while written < 3 * MIN_PART_SIZE + 123:
+            out.write(chunk)
+            written += len(chunk)
+            assert out.buffered < MIN_PART_SIZE
+        assert out.buffered == written % MIN_PART_SIZE
+        [upload] = s3_server.client.list_multipart_uploads(
+            Bucket=s3_server.bucket, Prefix=full)["Uploads"]
+        parts = s3_server.client.list_parts(Bucket=s3_server.bucket, Key=full,
+                                            UploadId=upload["UploadId"])["Parts"]
+        assert [p["Size"] for p in parts] == [MIN_PART_SIZE] * 3
+        assert not s3.exists("evidence/org/streamed")
+    assert s3.size("evidence/org/streamed") == written
+    assert s3_server.pending_uploads(s3.prefix) == []
+
+
 def test_s3_keys_live_under_the_prefix(s3_server: S3Server) -> None:
     nested = s3_server.storage("/agency-7/files/")
     with nested.create("evidence/org/a") as out:
@@ -382,6 +405,36 @@ def test_s3_without_conditional_writes_checks_before_publishing(s3_server: S3Ser
     assert s3_server.pending_uploads(s3.prefix) == []
     assert s3_server.keys(s3.prefix) == [s3.prefix + "evidence/org/a",
                                          s3.prefix + "evidence/org/b"]
+
+
+def test_s3_unreachable_is_storage_unavailable(s3_server: S3Server) -> None:
+    options = s3_server.client_options() | {"endpoint_url": "http://127.0.0.1:1",
+                                            "max_attempts": 1, "connect_timeout": 1}
+    down = S3Storage(s3_server.bucket, "x", **options)
+    with pytest.raises(StorageUnavailable):
+        down.exists("evidence/org/a")
+    with pytest.raises(StorageUnavailable):
+        down.open("evidence/org/a")
+    with pytest.raises(StorageUnavailable), down.create("evidence/org/a") as out:
+        out.write(b"never stored")
+    with pytest.raises(StorageUnavailable):
+        list(down.objects())
+    with pytest.raises(StorageUnavailable):
+        down.discard_incomplete(timedelta(hours=1))
+    assert StorageUnavailable().to_response().status_code == 503
+
+
+def test_s3_server_errors_after_retries_are_storage_unavailable(s3_server: S3Server) -> None:
+    s3 = S3Storage(s3_server.bucket, "x", **s3_server.client_options() | {"max_attempts": 1})
+    body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message>" \
+           b"</Error>"
+    s3.client.meta.events.register_first(
+        "before-send.s3", lambda request, **_: AWSResponse(
+            request.url, 503, {"Content-Type": "application/xml"}, _Answer(body)))
+    with pytest.raises(StorageUnavailable):
+        s3.size("evidence/org/a")
+    with pytest.raises(StorageUnavailable), s3.create("evidence/org/b"):
+        pass
 
 
 def test_s3_probe_fails_for_a_missing_bucket(s3_server: S3Server) -> None:
