@@ -16,7 +16,10 @@ speaks the S3 API, through boto3.
   so two writers of one key are not expected; the conditional write is what makes it
   impossible rather than unlikely. (A server that silently ignores the header has the
   same race: ``create`` always HEADs the key first, as the local backend checks for its
-  file, so a taken key is refused before any bytes are sent.)
+  file, so a taken key is refused before any bytes are sent.) The other way round, a
+  publish whose answer was lost and that boto3 retries can be refused as taken although
+  its first attempt stored the object: the write then fails like any other (the caller
+  makes no record of it) and the daily sweep removes the object as an orphan.
 - ``open`` is a GET (ranged when ``start`` or ``length`` is given) whose body is read as
   it is consumed; ``size`` and ``exists`` are HEADs; ``objects`` pages through
   ListObjectsV2; ``discard_incomplete`` pages through ListMultipartUploads.
