@@ -16,7 +16,7 @@ from app.core.storage import LocalStorage, get_storage
 from app.core.storage_s3 import S3Storage, make_client
 from app.evidence import service as evidence_service
 from app.settings import Settings
-from tests.evidence.conftest import jpeg, uploaded
+from tests.evidence.conftest import jpeg, stored_files, uploaded
 from tests.support.s3 import S3Server
 
 MIB = 1024 * 1024
@@ -69,7 +69,7 @@ def test_the_configured_backend_is_chosen_and_kept_per_configuration(tmp_path) -
 
 
 def test_evidence_upload_and_ranged_download_through_s3(s3_server: S3Server, app_with,
-                                                        agency) -> None:
+                                                        agency, storage) -> None:
     prefix = f"e2e-{uuid4().hex[:12]}"
     app = app_with(**s3_server.settings_changes(prefix))
     content = jpeg(2 * MIB + 12_345)  # three 1 MiB segments: ranges cross them
@@ -79,6 +79,7 @@ def test_evidence_upload_and_ranged_download_through_s3(s3_server: S3Server, app
         assert key.startswith(f"{prefix}/evidence/{agency.org.id}/")
         stored = s3_server.client.get_object(Bucket=s3_server.bucket, Key=key)["Body"].read()
         assert content[11:75] not in stored and len(stored) > len(content)
+        assert stored_files(storage, agency.org.id) == []  # nothing in the local folder
 
         url = f"/api/v1/evidence/{body['id']}/content"
         whole = client.get(url, headers=agency.headers("advocate"))
