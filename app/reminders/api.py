@@ -52,7 +52,7 @@ def list_reminders(actor: CurrentActor, db: SessionDep, page: PageParamsDep,
     rows, next_cursor = paginate(db, query, listing="reminders",
                                  keys=[SortKey(Reminder.due_at), SortKey(Reminder.id)],
                                  params=page)
-    return {"items": [_out(service.open_record(db, row)) for row in rows],
+    return {"items": [_out(record) for record in service.open_records(db, rows)],
             "next_cursor": next_cursor}
 
 
