@@ -11,8 +11,8 @@ import base64
 import os
 import re
 import secrets
+import threading
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -375,10 +375,27 @@ def sqlite_path(url: str) -> Path | None:
     return None
 
 
-@lru_cache
+_current: Settings | None = None
+_current_lock = threading.Lock()
+
+
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings, read from the environment on first use."""
+    global _current
+    settings = _current
+    if settings is None:
+        with _current_lock:
+            if _current is None:
+                _current = Settings()
+            settings = _current
+    return settings
 
 
-def reset_settings_cache() -> None:
-    get_settings.cache_clear()
+def reset_settings_cache(to: Settings | None = None) -> Settings | None:
+    """Read the environment again on next use (or use ``to`` from now on); returns the
+    settings in use until now, so that a test can put them back as they were (the very
+    same object: other fixtures hold it and patch its attributes)."""
+    global _current
+    with _current_lock:
+        previous, _current = _current, to
+    return previous

@@ -62,9 +62,9 @@ def _use_env(env: dict[str, str]) -> None:
     for name in [k for k in os.environ if k.startswith("ADVOCASE_")]:
         del os.environ[name]
     os.environ.update({k: v for k, v in env.items() if k.startswith("ADVOCASE_")})
-    from app.settings import get_settings
+    from app.settings import reset_settings_cache
 
-    get_settings.cache_clear()
+    reset_settings_cache()
 
 
 def seed(env: dict[str, str], total: int) -> tuple[str, float]:

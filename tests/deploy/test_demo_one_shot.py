@@ -22,13 +22,13 @@ def var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for name in [n for n in os.environ if n.startswith("ADVOCASE_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("ADVOCASE_VAR_DIR", str(tmp_path / "var"))
-    reset_settings_cache()
+    suite_settings = reset_settings_cache()
     # The command would point this process's logging at the runner's stream; the
     # session's logging stays as it is.
     monkeypatch.setattr("app.cli._configure_logging", lambda process: get_settings())
     yield tmp_path / "var"
     dispose_engines()
-    reset_settings_cache()
+    reset_settings_cache(to=suite_settings)  # the very object other fixtures hold
 
 
 def demo_data(*args: str) -> Result:

@@ -85,11 +85,11 @@ def test_beat_is_healthy_with_a_fresh_schedule_file(
     monkeypatch.setenv("ADVOCASE_VAR_DIR", str(tmp_path))
     from app.settings import reset_settings_cache
 
-    reset_settings_cache()
+    suite_settings = reset_settings_cache()
     try:
         assert healthcheck.main(["beat"]) == 0
     finally:
-        reset_settings_cache()
+        reset_settings_cache(to=suite_settings)  # the very object other fixtures hold
 
 
 def test_worker_is_unhealthy_when_no_worker_of_this_host_answers(tmp_path: Path) -> None:
