@@ -1,15 +1,17 @@
-"""Dashboard pages for reports: asking for a client's court summary, following its build
-(a progress bar fed by a small JSON endpoint), downloading it, the reports one asked for,
-and checking a file against what advocase produced.
+"""Dashboard pages for reports: asking for a client's court summary or the agency's funder
+report, following a build (a progress bar fed by a small JSON endpoint), downloading it,
+the reports one asked for, and checking a file against what advocase produced.
 
 Thin adapters over the reports service, making the API's calls: the request body is
-checked with the API's own schema (``CourtSummaryCreate``) and its errors land on the
-form's inputs; reach is the service's (a report of a client out of reach, or of another
-agency, is not found); every download is audited by the same ``open_download`` the API
-uses; a verification is audited as the API's is.
+checked with the API's own schema (``CourtSummaryCreate``, ``FunderAggregateCreate``) and
+its errors land on the form's inputs; reach is the service's (a report of a client out of
+reach, or of another agency, is not found; a funder report is the agency's supervisors' and
+admins'); every download is audited by the same ``open_download`` the API uses; a
+verification is audited as the API's is.
 
 No personal data in a URL or a page title: pages name the report by the client's case
-number; the form posts; the redirect carries the report id only.
+number (a funder report by its period); the form posts; the redirect carries the report id
+only.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from app.dashboard.auth import (
     DashboardRoute,
     PolledSigned,
     Signed,
+    SignedIn,
     allowed,
     refuse,
     request_db,
@@ -51,11 +54,12 @@ from app.dashboard.web import render
 from app.db import SessionDep, utcnow
 from app.evidence import service as evidence
 from app.evidence.models import Evidence
+from app.identity.models import Org
 from app.incidents import service as incidents
 from app.incidents.models import IncidentRevision
 from app.reports import redaction, service, verification
 from app.reports.models import Report
-from app.reports.schemas import CourtSummaryCreate
+from app.reports.schemas import CourtSummaryCreate, FunderAggregateCreate
 from app.settings import Settings
 
 router = APIRouter(prefix="/dashboard", route_class=DashboardRoute, include_in_schema=False,
@@ -63,6 +67,29 @@ router = APIRouter(prefix="/dashboard", route_class=DashboardRoute, include_in_s
 
 ReportStaff = Annotated[Signed, Depends(allowed("clients:read"))]
 """Staff who work with clients (advocates, supervisors); to everyone else no page exists."""
+
+
+def _reads_reports(signed: SignedIn) -> Signed:
+    if not (signed.can("clients:read") or signed.role in service.AGGREGATE_ROLES):
+        raise NotFound("There is nothing at this address.",
+                       audit={"event": "access.denied", "action": "clients:read"})
+    return signed
+
+
+ReportReader = Annotated[Signed, Depends(_reads_reports)]
+"""Client staff, and the roles who ask for the agency's funder report (admins too): the
+list, a report's page, its progress and downloads. The service decides which report."""
+
+
+def _asks_for_aggregates(signed: SignedIn) -> Signed:
+    if signed.role not in service.AGGREGATE_ROLES:
+        raise NotFound("There is nothing at this address.",
+                       audit={"event": "access.denied", "action": "reports:aggregate"})
+    return signed
+
+
+AggregateStaff = Annotated[Signed, Depends(_asks_for_aggregates)]
+"""Supervisors and admins (the service's ``AGGREGATE_ROLES``): the funder report form."""
 
 VERIFY_PATTERN = re.compile(r"^/dashboard/reports/verify/?$")
 LISTED = 50  # reports on the list, newest first
@@ -76,6 +103,7 @@ STEP_LABELS = {"queued": "waiting to start", "starting": "starting",
                "collecting": "collecting the records",
                "checking_exhibits": "checking the exhibits", "drawing_chart": "drawing the chart",
                "rendering_pdf": "writing the PDF", "signing": "signing the manifest",
+               "suppressing": "hiding small counts",
                "bundling": "making the bundle", "storing": "storing the files",
                "done": "done", "failed": "failed", "expired": "expired"}
 PROFILE_LABELS = {
@@ -93,6 +121,11 @@ PARTY_SOURCES = (("", "Typed below"), ("client_legal_name", "The client's legal 
 PART_LABELS = {"pdf": "The PDF", "bundle": "The bundle (ZIP: PDF, manifest, signature and "
                                            "the original exhibit files)",
                "manifest": "The signed manifest (JSON)"}
+FUNDER_PART_LABELS = {"pdf": "The PDF (tables and a bar chart)",
+                      "csv": "The CSV (one line per value; small counts hidden)",
+                      "manifest": "The signed manifest (JSON)"}
+GROUPINGS = (("none", "The whole period in one row"), ("month", "A row for each month"),
+             ("quarter", "A row for each quarter"))
 IN_FILE_LABELS = {"match": "matches", "mismatch": "does not match", "missing": "missing",
                   "not_included": "not in this file"}
 STORED_LABELS = {"intact": "intact", "mismatch": "does not match",
@@ -257,18 +290,76 @@ def request_report(request: Request, client_id: UUID, db: SessionDep, signed: Re
 # Fixed paths first: /reports/verify is not a report id.
 
 
+# --- the agency's funder report ----------------------------------------------------------
+
+
+def _funder_page(request: Request, *, values: dict[str, Any], status_code: int = 200,
+                 problem: Any = None) -> Response:
+    return _page(request, "report_funder_new.html", title="Funder report", v=values,
+                 groupings=GROUPINGS, status_code=status_code, problem=problem)
+
+
+@router.get("/reports/funder/new")
+def new_funder_report_form(request: Request, signed: AggregateStaff) -> Response:
+    """Ask for the agency's de-identified funder report: the period and its rows."""
+    today = datetime.now(UTC).date()
+    return _funder_page(request, values={
+        "period.start": (today - timedelta(days=365)).isoformat(),
+        "period.end": today.isoformat(), "grouping": "quarter"})
+
+
+@router.post("/reports/funder/new")
+def request_funder_report(request: Request, db: SessionDep, signed: AggregateStaff,
+                          _csrf: CsrfChecked, form: PostedForm) -> Response:
+    reader = FormReader(form)
+    body = {"kind": "funder_aggregate",
+            "period": {"start": reader.text("period.start") or None,
+                       "end": reader.text("period.end") or None},
+            "grouping": reader.text("grouping") or "none"}
+    try:
+        checked = FunderAggregateCreate.model_validate(body)
+    except ValidationError as exc:
+        # The one rule of the whole request is the period's length: shown by its end.
+        errors = [{**e, "field": e["field"] or "period.end"}
+                  for e in _schema_errors(reader, exc)]
+        return _funder_page(request, values=reader.values, status_code=422,
+                            problem=invalid_form(errors))
+    try:
+        report = service.request_funder_aggregate(db, signed.actor, checked)
+    except DomainError as exc:
+        refuse(request, exc)
+        return _funder_page(request, values=reader.values, status_code=exc.status,
+                            problem=reader.relabel(exc))
+    return RedirectResponse(_report_path(report.id), status_code=303)
+
+
 # --- the reports one asked for ---------------------------------------------------------
 
 
+def _funder_label(db: Session, report: Report) -> str:
+    """"Agency — funder report, period" (the period and grouping are plain JSON)."""
+    org = db.get(Org, report.org_id)
+    try:
+        period = service.open_parameters(db, report)["period"]
+        span = f"{period['start']} to {period['end']}"
+    except (ValueError, KeyError, TypeError):
+        span = "period unreadable"
+    return f"{org.name if org is not None else 'Agency'} — funder report, {span}"
+
+
 @router.get("/reports")
-def reports_list(request: Request, db: SessionDep, signed: ReportStaff) -> Response:
-    """The reports you asked for (of clients still within reach), newest first."""
+def reports_list(request: Request, db: SessionDep, signed: ReportReader) -> Response:
+    """The reports you asked for (court summaries of clients still within reach, and the
+    agency's funder reports), newest first."""
     rows = db.execute(service.readable_reports(signed.actor).add_columns(Client.case_number)
-                      .join(Client, Client.id == Report.client_id)
+                      .outerjoin(Client, Client.id == Report.client_id)
                       .where(Report.requested_by == signed.actor.id)
                       .order_by(Report.requested_at.desc(), Report.id).limit(LISTED)).all()
-    return _page(request, "reports.html", title="Your reports",
-                 rows=[(row[0], row[1]) for row in rows], listed=LISTED)
+    listed = [(report, case_number if report.client_id is not None
+               else _funder_label(db, report)) for report, case_number in rows]
+    return _page(request, "reports.html", title="Your reports", rows=listed, listed=LISTED,
+                 may_ask_funder=signed.role in service.AGGREGATE_ROLES,
+                 may_verify=signed.can("clients:read"))
 
 
 # --- verification ----------------------------------------------------------------------
@@ -331,35 +422,41 @@ def _case_number(db: Session, report: Report) -> str:
 
 @router.get("/reports/{report_id}")
 def report_page(request: Request, report_id: UUID, db: SessionDep,
-                signed: ReportStaff) -> Response:
+                signed: ReportReader) -> Response:
     """A report: its status and progress (the page's script follows it without a reload),
     why it failed, and once ready its downloads and until when they can be had."""
     report = service.get_report(db, signed.actor, report_id)
     expired = report.status == "expired" or (
         report.status == "done" and report.expires_at is not None
         and report.expires_at <= utcnow())
-    case_number = _case_number(db, report)
-    return _page(request, "report.html",
-                 title=f"Report for {case_number}" if case_number else "Report",
-                 report=report, progress=_progress(report), expired=expired,
-                 parts=list(PART_LABELS.items()), poll_seconds=POLL_SECONDS)
+    if report.client_id is None:
+        title, parts = "Funder report", FUNDER_PART_LABELS
+        label = _funder_label(db, report)
+    else:
+        case_number = _case_number(db, report)
+        title = f"Report for {case_number}" if case_number else "Report"
+        parts, label = PART_LABELS, case_number
+    return _page(request, "report.html", title=title, report=report, label=label,
+                 progress=_progress(report), expired=expired, parts=list(parts.items()),
+                 poll_seconds=POLL_SECONDS)
 
 
 @router.get("/reports/{report_id}/progress")
 def report_progress(report_id: UUID, db: SessionDep, signed: PolledSigned) -> Response:
     """``{"status", "percent", "step", "done", ...}`` for the report page's progress bar
     (polling is not audited and does not keep the session alive)."""
-    if not signed.can("clients:read"):
+    if not (signed.can("clients:read") or signed.role in service.AGGREGATE_ROLES):
         raise NotFound("There is nothing at this address.")
     report = service.get_report(db, signed.actor, report_id)
     return JSONResponse(_progress(report), headers={"Cache-Control": "no-store"})
 
 
-def download_report(request: Request, report_id: UUID, db: SessionDep, signed: ReportStaff,
-                    part: Annotated[Literal["pdf", "bundle", "manifest"],
+def download_report(request: Request, report_id: UUID, db: SessionDep, signed: ReportReader,
+                    part: Annotated[Literal["pdf", "bundle", "manifest", "csv"],
                                     Query()] = "pdf") -> Response:
-    """A built report's PDF, bundle or manifest, decrypted as it streams; audited every
-    time by the service, as the API's download is."""
+    """A built report's PDF, bundle (court summary), CSV (funder report) or manifest,
+    decrypted as it streams; audited every time by the service, as the API's download
+    is (a part the report's kind has not is not found)."""
     found = service.open_download(db, signed.actor, report_id, part,
                                   storage=get_storage(request.app.state.settings))
     request.state.document_policy = "default-src 'none'; sandbox; frame-ancestors 'none'"

@@ -1,8 +1,9 @@
 """Report pages in a real headless Chromium against a real server, with a real worker
 process building the report: an advocate asks for a redacted court summary of a fictional
 client from the client's page, watches the progress bar reach 100 % without a reload,
-downloads the PDF, and checks the bundle on the verify page. Every page passed through is
-checked with axe-core, and no page may break its Content-Security-Policy."""
+downloads the PDF, and checks the bundle on the verify page; a supervisor asks for the
+agency's funder report, watches it finish and downloads its CSV. Every page passed through
+is checked with axe-core, and no page may break its Content-Security-Policy."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.dashboard.browser import Server, running_server, serious_violations, sign_in
+from tests.dashboard.browser import (
+    Server,
+    enrol_mfa,
+    running_server,
+    serious_violations,
+    sign_in,
+)
 from tests.dashboard.test_casefile_browser import png
 from tests.dashboard.test_clients_browser import api_token, by_id
 from tests.test_cli import PROJECT
@@ -154,5 +161,55 @@ def test_an_advocate_requests_watches_downloads_and_verifies_a_court_summary(
         "Verified: this is exactly what advocase produced, and every exhibit matches")
     assert tab.locator("#verify-kind").inner_text() == "a bundle"
     checked["verify page with a result"] = serious_violations(tab, axe_source)
+    assert {name: found for name, found in checked.items() if found} == {}
+    assert policy_breaks == []
+
+
+def test_a_supervisor_asks_for_the_funder_report_watches_it_and_downloads_the_csv(
+        tab, server, axe_source, policy_breaks) -> None:
+    checked: dict[str, list[str]] = {}
+    sign_in(tab, server.create_user("supervisor", "Jordan Fictional-Supervisor"))
+    enrol_mfa(tab)
+    tab.goto("/dashboard")
+    tab.get_by_role("navigation", name="Main").get_by_role("link", name="Reports").click()
+    tab.get_by_role("link", name="Ask for a funder report").click()
+    checked["funder form"] = serious_violations(tab, axe_source)
+
+    # A period that ends before it starts: said by the field, what was typed kept.
+    today = date.today()
+    by_id(tab, "period.start").fill(today.isoformat())
+    by_id(tab, "period.end").fill((today - timedelta(days=90)).isoformat())
+    tab.get_by_role("button", name="Ask for the funder report").click()
+    assert tab.get_by_role("alert").is_visible()
+    assert by_id(tab, "period.start-error").is_visible()
+    assert by_id(tab, "period.start").input_value() == today.isoformat()
+    checked["funder form with errors"] = serious_violations(tab, axe_source)
+
+    by_id(tab, "period.start").fill((today - timedelta(days=90)).isoformat())
+    by_id(tab, "period.end").fill(today.isoformat())
+    tab.get_by_label("A row for each month").check()
+    tab.get_by_role("button", name="Ask for the funder report").click()
+    tab.wait_for_url("**/dashboard/reports/*")
+    assert "Funder report" in tab.title()
+    report_url = tab.url
+    tab.wait_for_function("() => document.getElementById('report-bar').value === 100",
+                          timeout=BUILD_TIMEOUT_MS)
+    assert tab.locator("#report-status").inner_text() == "Ready"
+    ready = tab.locator("#report-ready")
+    ready.wait_for(state="visible")
+    ready.get_by_role("link").click()
+    checked["funder report, ready"] = serious_violations(tab, axe_source)
+    assert tab.locator("#download-bundle").count() == 0
+
+    with tab.expect_download() as csv_download:
+        tab.locator("#download-csv").click()
+    content = Path(csv_download.value.path()).read_bytes().decode("utf-8")
+    assert content.startswith("table,row,column,value\r\n")
+    assert "clients_served,Total,Clients served," in content
+
+    tab.get_by_role("navigation", name="Main").get_by_role("link", name="Reports").click()
+    link = tab.locator(f'a[href="{report_url.removeprefix(server.url)}"]')
+    assert "Fictional Harbour Shelter — funder report" in link.inner_text()
+    checked["your reports with a funder report"] = serious_violations(tab, axe_source)
     assert {name: found for name, found in checked.items() if found} == {}
     assert policy_breaks == []

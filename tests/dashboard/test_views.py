@@ -124,8 +124,12 @@ PAGES = [
     Page("/dashboard/reminder-rules", {"anonymous": 303, "admin": 200, "supervisor": 200,
                                        "advocate": 404, "auditor": 404}),
     # Reports: of a client in reach (the advocate's own; every client for a supervisor).
+    # The agency's funder report is its supervisors' and admins': admins have the list
+    # (their funder reports) and the funder form, and no client's report.
     Page("/dashboard/clients/{client_id}/reports/new", CLIENT_STAFF),
-    Page("/dashboard/reports", CLIENT_STAFF),
+    Page("/dashboard/reports", CLIENT_STAFF | {"admin": 200}),
+    Page("/dashboard/reports/funder/new", {"anonymous": 303, "admin": 200, "supervisor": 200,
+                                           "advocate": 404, "auditor": 404}),
     Page("/dashboard/reports/verify", CLIENT_STAFF),
     Page("/dashboard/reports/{report_id}", CLIENT_STAFF),
     Page("/dashboard/reports/{report_id}/progress", CLIENT_STAFF, media="application/json"),
