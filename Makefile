@@ -26,8 +26,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/advocase dev --host $(HOST) --port $(PORT)
 
+# Three pytest workers on two cores: about half of a worker's time goes waiting on
+# subprocesses, servers, brokers and browsers, so a third keeps the cores busy.
+TEST_WORKERS ?= 3
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 BENCHMARKS := tests.bench tests.bench.inprocess tests.bench.audit_verify tests.bench.crypto \
 	tests.bench.clients tests.bench.evidence tests.bench.resources tests.bench.referrals \
