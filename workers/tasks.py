@@ -317,21 +317,23 @@ def send_reminder_digest(user_id: str) -> int:
 @celery_app.task(name=_schedule.REMINDER_SWEEP_TASK, ignore_result=True)
 def enqueue_due_reminders() -> int:
     """Beat: enqueue, by id, every reminder due (or whose lease ran out), every email and
-    digest due. Each message expires before the next sweep, which enqueues again whatever
-    is still due; claims make the duplicates harmless."""
+    digest due. A reminder or email is enqueued once per ``QUEUE_TTL`` (its message expires
+    then) unless a claim consumed its message; claims make any duplicate harmless. Digests
+    are few and enqueued at every sweep, their messages expiring before the next one."""
     from app.reminders import delivery as reminder_delivery
 
     expires = _schedule.REMINDER_SWEEP_INTERVAL
-    with unit_of_work(reading=True) as db:
-        reminders = reminder_delivery.due_reminder_ids(db)
-        emails = reminder_delivery.due_email_ids(db)
+    queued_for = reminder_delivery.QUEUE_TTL.total_seconds()
+    with unit_of_work() as db:
+        reminders = reminder_delivery.queue_due_reminders(db)
+        emails = reminder_delivery.queue_due_emails(db)
         digests = reminder_delivery.users_with_due_digest(db)
         for reminder_id in reminders:
             deferred.enqueue_after_commit(db, _schedule.REMINDER_DELIVER_TASK, reminder_id,
-                                          expires=expires)
+                                          expires=queued_for)
         for delivery_id in emails:
             deferred.enqueue_after_commit(db, _schedule.REMINDER_EMAIL_TASK, delivery_id,
-                                          expires=expires)
+                                          expires=queued_for)
         for user_id in digests:
             deferred.enqueue_after_commit(db, _schedule.REMINDER_DIGEST_TASK, user_id,
                                           expires=expires)

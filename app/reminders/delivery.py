@@ -1,6 +1,9 @@
 """Delivering due reminders exactly once, by claim, lease and a delivery row per channel.
 
-1. Beat finds due reminders (``due_reminder_ids``) and enqueues one task per id.
+1. Beat finds due reminders (``queue_due_reminders``) and enqueues one task per id, marking
+   each ``queued_until`` the message expires; later sweeps leave it alone until then, or
+   until a claim consumed the message (a claim clears the mark), so a backlog is queued
+   once, not once per sweep.
 2. ``claim_reminder`` takes one atomically — ``SELECT … FOR UPDATE SKIP LOCKED`` on
    PostgreSQL, and a conditional ``UPDATE … WHERE state = <seen> AND attempts = <seen>``
    on both — and leases it until ``claimed_until``; the caller commits. A second beat, a
@@ -56,10 +59,14 @@ from app.settings import Settings, get_settings
 
 LEASE = timedelta(seconds=60)
 EMAIL_RETRY = timedelta(minutes=5)
-# Ids a sweep enqueues at most, per kind. Each message expires before the next sweep
-# (15 s), so this bounds the broker's queue; it must also exceed what the workers can
-# deliver in one interval, or the sweep, not the workers, sets the pace (2,000 capped a
-# storm at 133 reminders a second).
+# How long a message a sweep enqueued is trusted to be on its way: the message expires then,
+# and only then does a sweep enqueue that reminder (or email) again. A message lost with a
+# broker or with a killed worker's prefetch delays its reminder by at most this; a backlog
+# longer than this is enqueued again (the expired copies are dropped by the workers).
+QUEUE_TTL = timedelta(seconds=60)
+# Ids a sweep enqueues at most, per kind: this bounds the broker's queue; it must also
+# exceed what the workers can deliver in one QUEUE_TTL, or the sweep, not the workers, sets
+# the pace.
 SWEEP_LIMIT = 10_000
 SMTP_TIMEOUT_S = 20
 SMTP_IDLE_CHECK_S = 2.0  # a session silent this long is checked with NOOP before use
@@ -106,12 +113,42 @@ def _claimable(now: datetime) -> sa.ColumnElement[bool]:
                   sa.and_(_R.state == ReminderState.sending, _R.claimed_until < now))
 
 
+def _not_queued(column: Any, now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(column.is_(None), column < now)
+
+
+def _mark_queued(db: Session, table: Any, due: sa.ColumnElement[bool], order: list[Any],
+                 now: datetime, limit: int) -> list[UUID]:
+    """One statement: mark up to ``limit`` rows matching ``due`` and not already queued as
+    queued until ``now + QUEUE_TTL``; their ids, in ``order``. Two sweeps at once mark each
+    row once (PostgreSQL: the second skips the rows the first has locked and rechecks the
+    mark on the rest; SQLite runs writers one at a time)."""
+    c = table.c
+    waiting = sa.and_(due, _not_queued(c.queued_until, now))
+    pick = sa.select(c.id).where(waiting).order_by(*order).limit(limit)
+    if db.get_bind().dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    rows = db.execute(sa.update(table).where(c.id.in_(pick.scalar_subquery()), waiting)
+                      .values(queued_until=now + QUEUE_TTL)
+                      .returning(c.id, *order)).all()
+    return [row[0] for row in sorted(rows, key=lambda row: tuple(row[1:]))]
+
+
 def due_reminder_ids(db: Session, now: datetime | None = None,
                      limit: int = SWEEP_LIMIT) -> list[UUID]:
     """Reminders due, or whose worker's lease ran out (oldest first)."""
     now = now or utcnow()
     return list(db.scalars(sa.select(_R.id).where(_claimable(now))
                            .order_by(_R.due_at, _R.id).limit(limit)))
+
+
+def queue_due_reminders(db: Session, now: datetime | None = None,
+                        limit: int = SWEEP_LIMIT) -> list[UUID]:
+    """What a sweep enqueues: the due reminders (oldest first) that no unexpired message is
+    already on its way for, marked as queued in the caller's transaction."""
+    now = now or utcnow()
+    table = _R.__table__
+    return _mark_queued(db, table, _claimable(now), [table.c.due_at, table.c.id], now, limit)
 
 
 def claim_reminder(db: Session, reminder_id: UUID, *, now: datetime | None = None
@@ -133,7 +170,7 @@ def claim_reminder(db: Session, reminder_id: UUID, *, now: datetime | None = Non
     row = db.execute(
         sa.update(_R.__table__).where(target, _claimable(now))
         .values(state=ReminderState.sending, claim_token=token, claimed_until=now + LEASE,
-                attempts=_R.attempts + 1)
+                attempts=_R.attempts + 1, queued_until=None)  # its message is consumed
         .returning(*_R.__table__.c)).first()
     if row is None:
         return None
@@ -387,6 +424,16 @@ def due_email_ids(db: Session, now: datetime | None = None,
         .order_by(_D.not_before, _D.id).limit(limit)))
 
 
+def queue_due_emails(db: Session, now: datetime | None = None,
+                     limit: int = SWEEP_LIMIT) -> list[UUID]:
+    """What a sweep enqueues: the emails of :func:`due_email_ids` that no unexpired message
+    is already on its way for, marked as queued in the caller's transaction."""
+    now = now or utcnow()
+    table = _D.__table__
+    due = sa.and_(table.c.channel.in_(("email", "client_email")), _email_claimable(now))
+    return _mark_queued(db, table, due, [table.c.not_before, table.c.id], now, limit)
+
+
 def _email_claimable(now: datetime) -> sa.ColumnElement[bool]:
     return sa.or_(sa.and_(_D.state == "waiting", _D.not_before <= now),
                   sa.and_(_D.state == "sending", _D.claimed_until < now))
@@ -402,7 +449,8 @@ def claim_email(db: Session, delivery_id: UUID, *, now: datetime | None = None) 
     done = db.execute(sa.update(_D.__table__).where(
         _D.id == delivery_id, _email_claimable(now), _D.state == seen.state,
         _D.attempts == seen.attempts).values(
-        state="sending", claimed_until=now + LEASE, attempts=seen.attempts + 1)
+        state="sending", claimed_until=now + LEASE, attempts=seen.attempts + 1,
+        queued_until=None)
         .returning(_D.id)).first()
     return done is not None
 

@@ -70,6 +70,8 @@ class Reminder(SQLModel, table=True):
     held_reason: str | None = Field(default=None, max_length=32)
     claim_token: str | None = Field(default=None, max_length=48)
     claimed_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Until when the message a sweep enqueued for it may still be waiting in the broker.
+    queued_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     attempts: int = Field(default=0)
     delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -102,6 +104,7 @@ class ReminderDelivery(SQLModel, table=True):
     state: str = Field(max_length=16)  # waiting | sending | sent | needs_person | skipped
     not_before: datetime | None = Field(default=None, sa_type=UTCDateTime)
     claimed_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    queued_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     attempts: int = Field(default=0)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

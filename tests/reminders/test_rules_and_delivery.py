@@ -131,6 +131,43 @@ def test_a_reminder_is_claimed_once(db: Session, agency: Agency) -> None:
     assert delivery.finish_reminder(db, again) == "delivered"
 
 
+def _queued_until(db: Session, table: Any, row_id: Any) -> datetime | None:
+    return db.scalar(sa.select(table.queued_until).where(table.id == row_id))
+
+
+def test_a_due_reminder_is_queued_once_until_its_message_expires_or_is_consumed(
+        db: Session, agency: Agency) -> None:
+    record = create_reminder(db, actor_of(agency.advocate),
+                             ReminderCreate(due_at=utcnow() + timedelta(minutes=1)))
+    reminder_id = record.reminder.id
+    due = utcnow() + timedelta(minutes=2)
+    assert reminder_id not in delivery.queue_due_reminders(db, now=due - timedelta(minutes=5))
+    assert reminder_id in delivery.queue_due_reminders(db, now=due)
+    assert _queued_until(db, Reminder, reminder_id) == due + delivery.QUEUE_TTL
+    # The next sweeps (or a second beat) while that message may still be waiting: nothing.
+    for seconds in (0, 15, 45):
+        assert reminder_id not in delivery.queue_due_reminders(
+            db, now=due + timedelta(seconds=seconds))
+    # The message expired unconsumed (lost with a broker, or with a killed worker's queue).
+    expired = due + delivery.QUEUE_TTL + timedelta(seconds=1)
+    assert reminder_id in delivery.queue_due_reminders(db, now=expired)
+    # A claim consumes it: once the claimer's lease runs out, the next sweep queues it at once.
+    claim = delivery.claim_reminder(db, reminder_id, now=expired)
+    assert claim is not None and _queued_until(db, Reminder, reminder_id) is None
+    lease_over = expired + delivery.LEASE + timedelta(seconds=1)
+    assert reminder_id in delivery.queue_due_reminders(db, now=lease_over)
+
+
+def test_a_sweep_queues_at_most_its_limit_oldest_first(db: Session, agency: Agency) -> None:
+    now = utcnow()
+    made = [create_reminder(db, actor_of(agency.advocate), ReminderCreate(
+        due_at=now + timedelta(minutes=minutes))).reminder.id for minutes in (3, 1, 2)]
+    later = now + timedelta(minutes=4)
+    mine = set(made)
+    first = [i for i in delivery.queue_due_reminders(db, now=later, limit=10_000) if i in mine]
+    assert first == [made[1], made[2], made[0]]
+
+
 def _deliver(db: Session, reminder: Reminder, settings: Any, smtp: Any,
              now: datetime | None = None) -> tuple[str | None, list[Any]]:
     now = now or reminder.due_at + timedelta(seconds=1)
@@ -181,6 +218,11 @@ def test_quiet_hours_hold_the_email_until_they_end(db: Session, agency: Agency,
     assert row.state == "waiting" and row.not_before > now
     assert delivery.due_email_ids(db, now=now) == []
     assert row.id in delivery.due_email_ids(db, now=row.not_before)
+    assert row.id not in delivery.queue_due_emails(db, now=now)
+    assert row.id in delivery.queue_due_emails(db, now=row.not_before)
+    assert row.id not in delivery.queue_due_emails(db, now=row.not_before)  # queued once
+    assert delivery.claim_email(db, row.id, now=row.not_before)
+    assert _queued_until(db, ReminderDelivery, row.id) is None  # its message was consumed
 
 
 SAFE_EMAIL_WEEKDAYS = {"time_zone": "America/New_York", "channels": [

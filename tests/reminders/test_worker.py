@@ -113,13 +113,17 @@ def test_every_reminder_is_emailed_exactly_once(worker: RunningWorker,  # noqa: 
         victim.kill()
         SMTP.release.set()
 
-        # The dead worker's leases run out (time passes: 60 s, moved here by hand).
+        # The dead worker's leases run out, and so do the messages that went down with its
+        # queue (time passes: 60 s, moved here by hand).
         with unit_of_work(engine) as db:
             past = utcnow() - timedelta(seconds=1)
             for table in (Reminder, ReminderDelivery):
                 db.execute(sa.update(table).where(table.org_id == org_id,
                                                   table.state == "sending")
                            .values(claimed_until=past))
+                db.execute(sa.update(table).where(table.org_id == org_id,
+                                                  table.queued_until.is_not(None))
+                           .values(queued_until=past))
         deferred.set_sender(lambda name, args, options: worker.app.send_task(
             name, args=args, **options))
         deadline = time.monotonic() + 600
