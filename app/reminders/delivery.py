@@ -62,8 +62,10 @@ EMAIL_RETRY = timedelta(minutes=5)
 # How long a message a sweep enqueued is trusted to be on its way: the message expires then,
 # and only then does a sweep enqueue that reminder (or email) again. A message lost with a
 # broker or with a killed worker's prefetch delays its reminder by at most this; a backlog
-# longer than this is enqueued again (the expired copies are dropped by the workers).
-QUEUE_TTL = timedelta(seconds=60)
+# longer than this is enqueued again, and the workers must then drain the expired copies
+# before they reach the new ones — so it is long enough for a storm of 10,000 to be
+# enqueued once, and short next to what a reminder is about (days, hours before).
+QUEUE_TTL = timedelta(minutes=5)
 # Ids a sweep enqueues at most, per kind: this bounds the broker's queue; it must also
 # exceed what the workers can deliver in one QUEUE_TTL, or the sweep, not the workers, sets
 # the pace.

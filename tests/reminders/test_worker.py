@@ -114,7 +114,7 @@ def test_every_reminder_is_emailed_exactly_once(worker: RunningWorker,  # noqa: 
         SMTP.release.set()
 
         # The dead worker's leases run out, and so do the messages that went down with its
-        # queue (time passes: 60 s, moved here by hand).
+        # queue (time passes: 60 s and 5 minutes, moved here by hand).
         with unit_of_work(engine) as db:
             past = utcnow() - timedelta(seconds=1)
             for table in (Reminder, ReminderDelivery):
