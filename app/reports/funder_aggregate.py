@@ -14,9 +14,9 @@ What it counts (the requester's agency only, never another's):
 Counts are taken in SQL, ids never leave this module, and the one encrypted field opened
 is the date of birth of each client served (the only demographic field kept; it is
 encrypted under each client's key, so bands need every served client's key): opened in
-the worker in batches of ``BATCH`` clients (their keys read in one query per batch),
-turned into a band at once and dropped. So no name, case number or client id can reach
-the CSV or the PDF.
+the worker from one streamed query (each client's date of birth beside its data key,
+``BATCH`` rows at a time), turned into a band at once and dropped with its key. So no
+name, case number or client id can reach the CSV or the PDF.
 
 Every table goes through :mod:`app.reports.suppression` before it is written.
 """
@@ -51,7 +51,7 @@ OUTCOMES: tuple[str, ...] = ("sent", "accepted", "declined", "completed", "close
                              "withdrawn")
 SERVICE_LABELS = {kind: kind.replace("_", " ").capitalize() for kind in SERVICE_KINDS}
 UNCATEGORISED = "uncategorised"
-BATCH = 500
+BATCH = 2000  # rows fetched at a time from the streamed age-band query
 AGE_BANDS: tuple[tuple[str, int, int], ...] = (
     ("Under 18", 0, 17), ("18-24", 18, 24), ("25-34", 25, 34), ("35-44", 35, 44),
     ("45-54", 45, 54), ("55-64", 55, 64), ("65 and over", 65, 200))
@@ -69,29 +69,27 @@ def age_band(date_of_birth: str | None, on: date) -> str:
 
 
 def _age_bands(db: Session, org_id: UUID, served: sa.Select[Any], on: date) -> list[int]:
-    """Clients served by age band, decrypting dates of birth in batches."""
+    """Clients served by age band: one streamed query reads each served client's encrypted
+    date of birth beside its data key (no round trip per batch of ids), each is opened in
+    turn, and only the band is kept (a destroyed key: not recorded)."""
     from app.clients import service as clients_service
+    from app.core.key_models import ClientDataKey
 
     labels = [label for label, _, _ in AGE_BANDS] + [NOT_RECORDED]
     counts = dict.fromkeys(labels, 0)
     client = Client.__table__.c
-    ids = list(db.scalars(served))
-    for start in range(0, len(ids), BATCH):
-        batch = ids[start:start + BATCH]
-        destroyed = keys.load_client_keys(db, org_id=org_id, client_ids=batch)
-        rows = db.execute(sa.select(client.id, client.date_of_birth)
-                          .where(client.id.in_(batch), client.org_id == org_id))
-        for client_id, ciphertext in rows:
-            plain = None
-            if ciphertext is not None and client_id not in destroyed:
-                try:
-                    plain = keys.decrypt_field(
-                        db, org_id=org_id, client_id=client_id,
-                        table=clients_service.TABLE, column="date_of_birth",
-                        row_id=str(client_id), ciphertext=ciphertext)
-                except keys.KeyDestroyed:
-                    plain = None
-            counts[age_band(plain, on)] += 1
+    key = ClientDataKey.__table__.c
+    rows = db.execute(
+        sa.select(client.id.label("client_id"), client.date_of_birth.label("ciphertext"),
+                  *keys.CLIENT_KEY_COLUMNS)
+        .select_from(Client.__table__)
+        .outerjoin(ClientDataKey.__table__, key.client_id == client.id)
+        .where(client.org_id == org_id, client.id.in_(served.scalar_subquery()))
+        .execution_options(yield_per=BATCH))
+    for _, plain in keys.decrypt_client_column(db, org_id=org_id,
+                                               table=clients_service.TABLE,
+                                               column="date_of_birth", rows=rows):
+        counts[age_band(plain, on)] += 1
     return [counts[label] for label in labels]
 
 

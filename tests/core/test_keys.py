@@ -708,3 +708,112 @@ def test_keys_status_rotate_and_rewrap_commands(tmp_path: Path) -> None:
     assert (org["on_current_version"], org["on_older_versions"], org["rotation_pending"]) \
         == (3, 0, False)
     assert "Traceback" not in rotated.stderr + rewrapped.stderr
+
+
+# --- bulk reads ------------------------------------------------------------------------------
+
+
+def _bulk_row(db: Session, client_id: UUID, ciphertext: str | None,
+              key_of: UUID | None = None) -> Any:
+    """A row as a bulk query selects it: the client's field beside its key row (or none)."""
+    from types import SimpleNamespace
+
+    table = ClientDataKey.__table__
+    key = db.execute(sa.select(*keys.CLIENT_KEY_COLUMNS).where(
+        table.c.client_id == (key_of or client_id))).first()
+    columns = key._asdict() if key is not None else {
+        c.name: None for c in keys.CLIENT_KEY_COLUMNS}
+    return SimpleNamespace(client_id=client_id, ciphertext=ciphertext, **columns)
+
+
+def test_a_bulk_read_opens_each_clients_field_and_remembers_no_key(db: Session) -> None:
+    org, other_org = make_org(db), make_org(db)
+    clients = [uuid4() for _ in range(3)]
+    sealed = [keys.encrypt_field(db, **place(org, c, column="date_of_birth"),
+                                 plaintext=f"19{80 + n}-01-0{n + 1}")
+              for n, c in enumerate(clients)]
+    keys.encrypt_field(db, **place(org, uuid4()), plaintext=TEXT)  # another client's key
+    assert keys.shred_client_key(db, clients[2])
+    like_a_new_process(db)
+
+    def read(rows: list[Any]) -> list[tuple[UUID, str | None]]:
+        return list(keys.decrypt_client_column(db, org_id=org.id, table="client",
+                                               column="date_of_birth", rows=rows))
+
+    rows = [_bulk_row(db, clients[0], sealed[0]), _bulk_row(db, clients[1], None),
+            _bulk_row(db, clients[2], sealed[2])]
+    assert read(rows) == [(clients[0], "1980-01-01"), (clients[1], None), (clients[2], None)]
+    # The clients' keys were opened and dropped, not remembered (the org's is).
+    assert [k for k in db.info.get("advocase.keys", {}) if k[0] == "client"] == []
+
+    # A field moved to another client, another column, or a client with no key row, or a
+    # key row of another org: refused, as decrypt_field refuses them.
+    with pytest.raises(keys.DecryptionError):
+        read([_bulk_row(db, clients[1], sealed[0])])
+    with pytest.raises(keys.DecryptionError):
+        list(keys.decrypt_client_column(db, org_id=org.id, table="client", column="address",
+                                        rows=[_bulk_row(db, clients[0], sealed[0])]))
+    with pytest.raises(keys.DecryptionError, match="no data key"):
+        read([_bulk_row(db, uuid4(), sealed[0])])
+    stranger = uuid4()
+    keys.encrypt_field(db, **place(other_org, stranger), plaintext=TEXT)
+    with pytest.raises(keys.DecryptionError, match="another org"):
+        read([_bulk_row(db, stranger, sealed[0])])
+    with pytest.raises(keys.DecryptionError):
+        read([_bulk_row(db, clients[0], sealed[0][:-4] + "AAAA")])
+
+
+def test_a_bulk_read_decrypts_as_tink_does_and_other_keysets_go_through_tink(
+        db: Session) -> None:
+    """The bulk read opens the usual client keyset (one AES-GCM key, Tink prefix) without
+    making a Tink primitive: what it reads must be exactly what Tink reads, a changed byte
+    anywhere must fail as in Tink, and any other keyset must still open through Tink."""
+    from tink import aead
+
+    wrapping = tink.new_keyset_handle(aead.aead_key_templates.AES256_GCM).primitive(
+        aead.Aead)
+    key_ad, field_ad = b"fictional key ad", b"fictional field ad"
+    for template in (aead.aead_key_templates.AES256_GCM, aead.aead_key_templates.AES128_GCM,
+                     aead.aead_key_templates.AES256_GCM_RAW,
+                     aead.aead_key_templates.AES256_CTR_HMAC_SHA256):
+        handle = tink.new_keyset_handle(template)
+        wrapped = tink.proto_keyset_format.serialize_encrypted(handle, wrapping, key_ad)
+        for plain in (b"", b"1984-02-29", "Ünïcødé".encode() * 50):
+            sealed = handle.primitive(aead.Aead).encrypt(plain, field_ad)
+            assert keys._decrypt_once(wrapped, wrapping, key_ad, sealed, field_ad) == plain
+            for at in (0, 4, 5, len(sealed) // 2, len(sealed) - 1):
+                changed = sealed[:at] + bytes([sealed[at] ^ 0x01]) + sealed[at + 1:]
+                with pytest.raises(tink.TinkError):
+                    keys._decrypt_once(wrapped, wrapping, key_ad, changed, field_ad)
+            with pytest.raises(tink.TinkError):
+                keys._decrypt_once(wrapped, wrapping, key_ad, sealed, b"another field")
+            with pytest.raises(tink.TinkError):
+                keys._decrypt_once(wrapped, wrapping, b"another key ad", sealed, field_ad)
+            with pytest.raises(tink.TinkError):
+                keys._decrypt_once(wrapped, wrapping, key_ad, sealed[:20], field_ad)
+    # The usual client keyset opens without Tink's keyset parser (and so its primitive).
+    handle = tink.new_keyset_handle(aead.aead_key_templates.AES256_GCM)
+    wrapped = tink.proto_keyset_format.serialize_encrypted(handle, wrapping, key_ad)
+    sealed = handle.primitive(aead.Aead).encrypt(b"1990-01-01", field_ad)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tink.proto_keyset_format, "parse_encrypted",
+                      lambda *args: pytest.fail("a Tink primitive was made"))
+        assert keys._decrypt_once(wrapped, wrapping, key_ad, sealed, field_ad) == \
+            b"1990-01-01"
+    # A keyset with a second key (rotated): both keys' ciphertexts open, through Tink.
+    manager = tink.new_keyset_handle(aead.aead_key_templates.AES256_GCM)
+    old = manager.primitive(aead.Aead).encrypt(b"old", field_ad)
+    keyset = tink_pb2.Keyset.FromString(
+        tink.proto_keyset_format.serialize(manager, secret_key_access.TOKEN))
+    extra = tink_pb2.Keyset.FromString(tink.proto_keyset_format.serialize(
+        tink.new_keyset_handle(aead.aead_key_templates.AES256_GCM), secret_key_access.TOKEN))
+    keyset.key.append(extra.key[0])
+    keyset.primary_key_id = extra.key[0].key_id
+    rotated = tink.proto_keyset_format.parse(keyset.SerializeToString(),
+                                             secret_key_access.TOKEN)
+    new = rotated.primitive(aead.Aead).encrypt(b"new", field_ad)
+    wrapped = tink.proto_keyset_format.serialize_encrypted(rotated, wrapping, key_ad)
+    assert keys._decrypt_once(wrapped, wrapping, key_ad, old, field_ad) == b"old"
+    assert keys._decrypt_once(wrapped, wrapping, key_ad, new, field_ad) == b"new"
+    with pytest.raises(tink.TinkError):
+        keys._decrypt_once(b"not a keyset", wrapping, key_ad, new, field_ad)

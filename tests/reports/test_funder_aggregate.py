@@ -376,3 +376,24 @@ def test_age_bands_by_the_birthday() -> None:
     assert funder_aggregate.age_band("1961-07-01", on) == "55-64"
     for unknown in (None, "", "not a date", "2030-01-01"):
         assert funder_aggregate.age_band(unknown, on) == "Not recorded"
+
+
+def test_age_bands_read_in_one_stream_count_a_shredded_client_as_not_recorded(
+        agency: Agency, db: Session) -> None:
+    """The age bands read each served client's date of birth beside its data key: a client
+    whose key was destroyed (purged) counts as not recorded, never as an error."""
+    from app.core import keys
+
+    served = sa.select(ServiceContact.client_id).distinct().where(
+        ServiceContact.org_id == agency.org.id, ServiceContact.occurred_on >= START,
+        ServiceContact.occurred_on <= END)
+    labels = [label for label, _, _ in funder_aggregate.AGE_BANDS] + ["Not recorded"]
+    before = dict(zip(labels, funder_aggregate._age_bands(db, agency.org.id, served, END),
+                      strict=True))
+    assert (before["25-34"], before["Not recorded"], sum(before.values())) == (8, 1, 13)
+    assert keys.shred_client_key(db, agency.client_ids[0])  # born 30 years before
+    db.commit()
+    db.rollback()  # a fresh session's view: no key of this session remembered
+    after = dict(zip(labels, funder_aggregate._age_bands(db, agency.org.id, served, END),
+                     strict=True))
+    assert (after["25-34"], after["Not recorded"], sum(after.values())) == (7, 2, 13)
