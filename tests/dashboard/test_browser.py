@@ -33,8 +33,9 @@ def test_an_admin_is_made_to_enrol_mfa_then_reaches_the_shell(tab, server) -> No
     tab.wait_for_url("**/dashboard")
     assert tab.locator("#signed-in-name").inner_text() == "Ada Fictional-Admin"
     assert tab.locator("#signed-in-role").inner_text() == "Admin"
-    assert nav_links(tab) == ["Home", "Directory", "My sessions", "Security", "Users",
-                              "Partner apps"]
+    # "Reports": the agency's funder reports (an admin reads no client's report).
+    assert nav_links(tab) == ["Home", "Reports", "Directory", "My sessions", "Security",
+                              "Users", "Partner apps"]
     assert tab.title() == "Home — advocase"
 
     tab.get_by_role("navigation", name="Main").get_by_role("link", name="Users").click()
