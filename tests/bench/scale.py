@@ -756,12 +756,21 @@ def _get(url: str, token: str) -> tuple[int, bytes]:
 
 
 def check_seeded(base_url: str, sample: dict[str, Any], token: str) -> list[str]:
-    """Seeded rows read back through the API: a client's name, an incident's place, an
-    evidence file's bytes (their SHA-256). Returns the problems found."""
+    """Seeded rows read back through the API: a client's name, the client found by that
+    name (in other letter case: the blind index), an incident's place, an evidence file's
+    bytes (their SHA-256). Returns the problems found."""
     problems = []
     status, body = _get(f"{base_url}/api/v1/clients/{sample['client_id']}", token)
     if status != 200 or json.loads(body).get("preferred_name") != sample["preferred_name"]:
         problems.append(f"client record: HTTP {status}, name not as seeded")
+    search = urllib.request.Request(
+        f"{base_url}/api/v1/clients/search", method="POST",
+        data=json.dumps({"name": sample["preferred_name"].upper()}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with _DIRECT.open(search, timeout=30) as response:  # noqa: S310 - loopback only
+        found = [item["id"] for item in json.load(response)["items"]]
+    if found != [sample["client_id"]]:
+        problems.append("name search (blind index): the seeded client is not found by name")
     status, body = _get(f"{base_url}/api/v1/incidents/{sample['incident_id']}", token)
     if status != 200 or json.loads(body).get("place") != sample["place"]:
         problems.append(f"incident: HTTP {status}, place not as seeded")
@@ -857,6 +866,8 @@ def run_workload(env: dict[str, str], args: argparse.Namespace, wrk: str,
                  # tests/bench/clients.py's POOL_NOTE explains), plus a few.
                  "ADVOCASE_DB_POOL_SIZE": str(args.read_connections + args.write_connections),
                  "ADVOCASE_DB_MAX_OVERFLOW": "4"}
+    if args.threadpool_size:
+        env["ADVOCASE_THREADPOOL_SIZE"] = str(args.threadpool_size)
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"),
                              initializer=_use_env, initargs=(env,)) as pool:
         setup = pool.submit(_workload_setup, args.advocates, 7).result(timeout=600)
@@ -877,7 +888,8 @@ def run_workload(env: dict[str, str], args: argparse.Namespace, wrk: str,
         problems = check_seeded(server.base_url, sample, sample_token)
         if problems:
             raise RuntimeError("seeded data does not read back: " + "; ".join(problems))
-        print("  a seeded client, incident and evidence file read back as seeded", flush=True)
+        print("  a seeded client (also found by name), incident and evidence file read back "
+              "as seeded", flush=True)
         for think in args.think_ms:
             scripts = {name: workload_script(log_dir, name, items[name], think)
                        for name in items}
@@ -971,6 +983,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--think-ms", type=lambda text: [int(v) for v in text.split(",")],
                         default=[1000, 0], help="each connection's mean pause between "
                         "requests, one phase per value (default 1000,0: paced, then saturated)")
+    parser.add_argument("--threadpool-size", type=int, default=0,
+                        help="ADVOCASE_THREADPOOL_SIZE of each API worker (default: the app's)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--duration", type=int, default=60)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
