@@ -180,9 +180,17 @@ class Server:
         return "\n".join(self.output().splitlines()[-lines:])
 
 
+# Several API processes must share their rate limits (``advocase serve`` refuses to start
+# otherwise): a benchmark on the embedded defaults counts them in this Redis database.
+BENCH_RATE_LIMIT_URL = "redis://127.0.0.1:6379/13"
+
+
 def advocase_server(
     port: int, workers: int, env: dict[str, str], var_dir: Path, log_dir: Path
 ) -> Server:
+    shared = env.get("ADVOCASE_RATE_LIMIT_URL") or env.get("ADVOCASE_BROKER_URL", "")
+    if workers > 1 and not shared.startswith(("redis://", "rediss://")):
+        env = env | {"ADVOCASE_RATE_LIMIT_URL": BENCH_RATE_LIMIT_URL}
     return Server(
         name="advocase",
         argv=[
