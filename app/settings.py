@@ -219,27 +219,6 @@ class Settings(BaseSettings):
         "default: the OTEL_EXPORTER_OTLP_* variables")
     otel_service_name: str = Field(default="advocase", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
-    # Observability (README "Observability"): Prometheus metrics at /metrics, optional tracing.
-    metrics_dir: Path | None = Field(
-        default=None, description="Folder where API and worker processes keep their metric "
-        "values (prometheus_client multiprocess mode); default: var/metrics")
-    metrics_token: SecretStr | None = Field(
-        default=None, description="Bearer token a scrape of /metrics must carry when set")
-    metrics_allow_unauthenticated: bool = Field(
-        default=False, description="Serve /metrics without a token in production (only "
-        "behind a network policy or private listener)")
-    worker_metrics_port: int | None = Field(
-        default=None, ge=1, le=65535,
-        description="A worker serves its own metrics on this port (a worker on another host)")
-    worker_metrics_host: str = Field(
-        default="0.0.0.0", description="Address the worker's metrics listener binds")  # noqa: S104
-    otel_enabled: bool = Field(default=False, description="Export OpenTelemetry traces")
-    otel_endpoint: str | None = Field(
-        default=None, pattern=r"^https?://[^?#]+$",
-        description="OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); "
-        "default: the OTEL_EXPORTER_OTLP_* variables")
-    otel_service_name: str = Field(default="advocase", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-
     @field_validator("webhook_allow_http", "webhook_allow_private_targets")
     @classmethod
     def _webhook_relaxations_not_in_production(cls, value: bool, info: ValidationInfo) -> bool:
