@@ -3,14 +3,11 @@ field it shows (the preferred name); purged clients and altered data behave as b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -21,11 +18,9 @@ from app.core.access import Actor
 from app.core.audit import AuditEvent
 from app.identity.models import StaffUser
 from tests.clients.test_api import FICTIONAL, agency  # noqa: F401 - fixture
+from tests.support.costs import Cost, counting
 from tests.support.identity import bearer
 
-# Transaction control (the test's savepoints), not work the request asks for.
-_CONTROL = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT", "BEGIN", "COMMIT",
-            "ROLLBACK")
 PAGE_STATEMENTS_AT_MOST = 8
 
 
@@ -44,39 +39,6 @@ def open_cases(db: Session, advocate: StaffUser, count: int) -> list[Client]:
                                   ).client for n in range(count)]
     db.commit()
     return made
-
-
-@dataclass
-class Cost:
-    statements: int = 0
-    decrypted: int = 0
-
-
-@contextmanager
-def counting(engine: Engine, db: Session, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cost]:
-    """Count the SQL statements and field decryptions of what runs inside, as a fresh
-    request would see them (what the test's session learnt about keys is forgotten)."""
-    cost = Cost()
-    db.info.pop(keys._MEMO_KEY, None)
-    keys.clear_key_caches()
-
-    def statement(conn: Any, cursor: Any, text: str, *args: Any) -> None:
-        if not text.lstrip().upper().startswith(_CONTROL):
-            cost.statements += 1
-
-    opening = keys.decrypt_field
-
-    def decrypt(*args: Any, **kwargs: Any) -> Any:
-        cost.decrypted += 1
-        return opening(*args, **kwargs)
-
-    monkeypatch.setattr(keys, "decrypt_field", decrypt)
-    event.listen(engine, "before_cursor_execute", statement)
-    try:
-        yield cost
-    finally:
-        event.remove(engine, "before_cursor_execute", statement)
-        monkeypatch.setattr(keys, "decrypt_field", opening)
 
 
 def page_cost(engine: Engine, db: Session, monkeypatch: pytest.MonkeyPatch,

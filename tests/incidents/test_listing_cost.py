@@ -5,63 +5,21 @@ and who last revised each incident, on the API and on the dashboard."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-import pytest
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from app.core import keys
 from app.core.access import Actor
 from app.incidents import service
 from app.incidents.schemas import IncidentCreate
 from tests.incidents.conftest import days_ago, incident_body
+from tests.support.costs import counting
 from tests.support.identity import bearer
 
-# Transaction control (the test's savepoints), not work the request asks for.
-_CONTROL = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT", "BEGIN", "COMMIT",
-            "ROLLBACK")
 # Authentication, the client's reach, the page, its categories, and the audit chain's
 # lock, events and head.
 PAGE_STATEMENTS_AT_MOST = 7
-
-
-@dataclass
-class Cost:
-    statements: list[str] = field(default_factory=list)
-    decrypted: int = 0
-
-
-@contextmanager
-def counting(engine: Engine, db: Session, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cost]:
-    """The SQL statements and field decryptions of what runs inside, as a fresh request
-    would see them (what the test's session learnt about keys is forgotten)."""
-    cost = Cost()
-    db.info.pop(keys._MEMO_KEY, None)
-    keys.clear_key_caches()
-
-    def statement(conn: Any, cursor: Any, text: str, *args: Any) -> None:
-        if not text.lstrip().upper().startswith(_CONTROL):
-            cost.statements.append(" ".join(text.split()))
-
-    opening = keys.decrypt_field
-
-    def decrypt(*args: Any, **kwargs: Any) -> Any:
-        cost.decrypted += 1
-        return opening(*args, **kwargs)
-
-    monkeypatch.setattr(keys, "decrypt_field", decrypt)
-    event.listen(engine, "before_cursor_execute", statement)
-    try:
-        yield cost
-    finally:
-        event.remove(engine, "before_cursor_execute", statement)
-        monkeypatch.setattr(keys, "decrypt_field", opening)
 
 
 def record(db: Session, user: Any, client_id: str, count: int) -> None:
@@ -86,11 +44,11 @@ def test_a_page_costs_the_same_few_statements_at_10_and_50_and_reads_no_cipherte
         assert response.status_code == 200, response.text
         assert len(response.json()["items"]) == limit and response.json()["next_cursor"]
         costs[limit] = cost
-    assert len(costs[10].statements) == len(costs[50].statements), costs
-    assert len(costs[50].statements) <= PAGE_STATEMENTS_AT_MOST, costs[50].statements
+    assert costs[10].statements == costs[50].statements, costs
+    assert costs[50].statements <= PAGE_STATEMENTS_AT_MOST, costs[50].texts
     # A list line shows no narrative: nothing is decrypted, and no ciphertext is even read.
     assert costs[50].decrypted == 0
-    for text in costs[50].statements:
+    for text in costs[50].texts:
         assert "incident_revision.content" not in text, text
         assert "incident_revision.reason" not in text, text
 

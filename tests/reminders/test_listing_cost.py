@@ -16,8 +16,8 @@ from app.core import keys
 from app.db import utcnow
 from app.reminders import service
 from app.reminders.schemas import ReminderCreate
-from tests.clients.test_listing_cost import counting
 from tests.reminders.conftest import NOTE, Agency, actor_of
+from tests.support.costs import counting
 from tests.support.identity import bearer, staff_token
 
 
