@@ -283,24 +283,8 @@ def request(actor: Any, today: date, grouping: str) -> UUID:
 class FunderClock(Clock):
     """The build's steps (its progress writes) and the aggregate's phases."""
 
+    MODULE = "funder_aggregate"
     WRAPPED = ("collect", "_age_bands", "to_csv", "render_html", "render_pdf")
-
-    def __enter__(self) -> FunderClock:
-        from app.reports import funder_aggregate, service
-
-        progress = service.record_progress
-
-        def record_progress(db: Any, claim: Any, percent: int, step: str) -> bool:
-            done = progress(db, claim, percent, step)
-            if done and (not self.steps or self.steps[-1][1] != step):
-                self.steps.append((time.perf_counter(), step, percent))
-            return done
-
-        self._wrap(service, "record_progress", record_progress)
-        for name in self.WRAPPED:
-            self._wrap(funder_aggregate, name,
-                       self._timed(name, getattr(funder_aggregate, name)))
-        return self
 
 
 def build_once(report_id: UUID, storage: Any) -> tuple[str, float, dict[str, float],

@@ -270,6 +270,7 @@ class Clock:
     """Times the build from outside: each progress write as it commits (the step the build
     is in), and the calls to the phases it makes through ``court_summary``."""
 
+    MODULE = "court_summary"  # under app.reports: the module whose phases are timed
     WRAPPED = ("collect", "preview", "render_html", "render_pdf", "timeline_svg")
 
     def __init__(self) -> None:
@@ -283,8 +284,11 @@ class Clock:
         setattr(module, name, wrapper)
 
     def __enter__(self) -> Clock:
-        from app.reports import court_summary, service
+        import importlib
 
+        from app.reports import service
+
+        phases = importlib.import_module(f"app.reports.{self.MODULE}")
         progress = service.record_progress
 
         def record_progress(db: Any, claim: Any, percent: int, step: str) -> bool:
@@ -295,7 +299,7 @@ class Clock:
 
         self._wrap(service, "record_progress", record_progress)
         for name in self.WRAPPED:
-            self._wrap(court_summary, name, self._timed(name, getattr(court_summary, name)))
+            self._wrap(phases, name, self._timed(name, getattr(phases, name)))
         return self
 
     def _timed(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
