@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from tests.bench.scenarios import (
     ADVOCASE,
@@ -43,12 +43,14 @@ from tests.bench.servers import (
     START_TIMEOUT_S,
     Server,
     ServerError,
+    Terminated,
     advocase_env,
     advocase_server,
     baseline_server,
     free_port,
     http_get,
     migrate,
+    on_sigterm,
 )
 from tests.bench.wrk import (
     WrkError,
@@ -170,14 +172,6 @@ def machine(wrk: str) -> dict[str, Any]:
         "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
         "wrk": wrk_version(wrk),
     }
-
-
-class Terminated(SystemExit):
-    """SIGTERM, turned into an exception so the ``finally`` blocks stop the servers."""
-
-
-def _on_sigterm(signum: int, _: Any) -> NoReturn:
-    raise Terminated(128 + signum)
 
 
 def measure(
@@ -345,7 +339,7 @@ def run(args: argparse.Namespace, argv: list[str], wrk: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         wrk = ensure_wrk()
         return run(args, argv, wrk)

@@ -74,7 +74,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -83,10 +83,13 @@ from tests.bench.servers import (
     START_TIMEOUT_S,
     Server,
     ServerError,
+    Terminated,
     advocase_env,
     advocase_server,
+    bounded,
     free_port,
     migrate,
+    on_sigterm,
 )
 from tests.bench.wrk import (
     WrkError,
@@ -755,42 +758,24 @@ def run_inprocess(args: argparse.Namespace, argv: list[str]) -> int:
 # --- command line --------------------------------------------------------------------------
 
 
-class Terminated(SystemExit):
-    """SIGTERM, turned into an exception so the ``finally`` blocks clean up."""
-
-
-def _on_sigterm(signum: int, _: Any) -> NoReturn:
-    raise Terminated(128 + signum)
-
-
-def _bounded(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
-        return value
-
-    return parse
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.clients",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=_bounded(100, 1_000_000), default=100_000)
-    parser.add_argument("--caseload", type=_bounded(10, 1_000), default=125,
+    parser.add_argument("--clients", type=bounded(100, 1_000_000), default=100_000)
+    parser.add_argument("--caseload", type=bounded(10, 1_000), default=125,
                         help="clients per advocate (default 125)")
     parser.add_argument("--database-url", default=DEFAULT_URL,
                         help="a PostgreSQL database to drop, create and fill; its name must "
                         "contain 'bench' (default: %(default)s)")
-    parser.add_argument("--seed-processes", type=_bounded(1, 8), default=2)
-    parser.add_argument("--duration", type=_bounded(1, 600), default=10,
+    parser.add_argument("--seed-processes", type=bounded(1, 8), default=2)
+    parser.add_argument("--duration", type=bounded(1, 600), default=10,
                         help="measured seconds per scenario (default 10)")
-    parser.add_argument("--warmup", type=_bounded(0, 600), default=2)
-    parser.add_argument("--connections", type=_bounded(1, 1024), default=32)
-    parser.add_argument("--threads", type=_bounded(1, 16), default=2)
-    parser.add_argument("--workers", type=_bounded(1, 16), default=2)
-    parser.add_argument("--db-pool-size", type=_bounded(1, 100), default=None,
+    parser.add_argument("--warmup", type=bounded(0, 600), default=2)
+    parser.add_argument("--connections", type=bounded(1, 1024), default=32)
+    parser.add_argument("--threads", type=bounded(1, 16), default=2)
+    parser.add_argument("--workers", type=bounded(1, 16), default=2)
+    parser.add_argument("--db-pool-size", type=bounded(1, 100), default=None,
                         help="ADVOCASE_DB_POOL_SIZE of each worker (default: --connections; "
                         "overflow: a quarter of --connections; see POOL_NOTE)")
     parser.add_argument("--keep-database", action="store_true",
@@ -908,7 +893,7 @@ def run(args: argparse.Namespace, argv: list[str], wrk: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         if args.inprocess:
             return run_inprocess(args, argv)

@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -80,10 +80,13 @@ from tests.bench.servers import (
     START_TIMEOUT_S,
     Server,
     ServerError,
+    Terminated,
     advocase_env,
     advocase_server,
+    bounded,
     free_port,
     migrate,
+    on_sigterm,
 )
 from tests.bench.wrk import WrkError, ensure_wrk, wrk_version
 
@@ -711,26 +714,8 @@ def table(rows: list[WrkRow], load_averages: list[float],
 # --- command line --------------------------------------------------------------------------
 
 
-class Terminated(SystemExit):
-    """SIGTERM, turned into an exception so the ``finally`` blocks clean up."""
-
-
-def _on_sigterm(signum: int, _: Any) -> NoReturn:
-    raise Terminated(128 + signum)
-
-
-def _bounded(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
-        return value
-
-    return parse
-
-
 def _counts(text: str) -> list[int]:
-    counts = [_bounded(1, 1024)(part) for part in text.split(",")]
+    counts = [bounded(1, 1024)(part) for part in text.split(",")]
     if len(counts) > 4:
         raise argparse.ArgumentTypeError("at most 4 connection counts")
     return counts
@@ -740,25 +725,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.incidents",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--incidents", type=_bounded(1_000, 5_000_000), default=1_000_000,
+    parser.add_argument("--incidents", type=bounded(1_000, 5_000_000), default=1_000_000,
                         help="incidents in all (default %(default)s)")
-    parser.add_argument("--for-client", type=_bounded(PAGE * PAGES + 1, 1_000_000),
+    parser.add_argument("--for-client", type=bounded(PAGE * PAGES + 1, 1_000_000),
                         default=10_000, help="incidents of the measured client "
                         "(default %(default)s)")
-    parser.add_argument("--clients", type=_bounded(1, 100_000), default=1_000,
+    parser.add_argument("--clients", type=bounded(1, 100_000), default=1_000,
                         help="other clients sharing the rest (default %(default)s)")
     parser.add_argument("--database-url", default=DEFAULT_URL,
                         help="a PostgreSQL database to drop, create and fill; its name must "
                         "contain 'bench' (default: %(default)s)")
-    parser.add_argument("--seed-processes", type=_bounded(1, 8), default=2)
-    parser.add_argument("--duration", type=_bounded(1, 600), default=10,
+    parser.add_argument("--seed-processes", type=bounded(1, 8), default=2)
+    parser.add_argument("--duration", type=bounded(1, 600), default=10,
                         help="measured seconds per load (default 10)")
-    parser.add_argument("--warmup", type=_bounded(0, 600), default=2)
+    parser.add_argument("--warmup", type=bounded(0, 600), default=2)
     parser.add_argument("--connections", type=_counts, default=[16],
                         help="wrk connections; a comma-separated list measures every load "
                         "at each in turn, e.g. 16,4 (default 16)")
-    parser.add_argument("--threads", type=_bounded(1, 16), default=2)
-    parser.add_argument("--workers", type=_bounded(1, 16), default=2)
+    parser.add_argument("--threads", type=bounded(1, 16), default=2)
+    parser.add_argument("--workers", type=bounded(1, 16), default=2)
     parser.add_argument("--keep-database", action="store_true",
                         help="leave the filled database for inspection")
     parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
@@ -910,7 +895,7 @@ def run(args: argparse.Namespace, argv: list[str], wrk: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         return run(args, argv, ensure_wrk())
     except (WrkError, ServerError, ValueError) as exc:

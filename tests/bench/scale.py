@@ -59,11 +59,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import sqlalchemy as sa
 
 from app.core.storage import LocalStorage
+from tests.bench.servers import on_sigterm
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/advocase_scale"
 OWN_NAME = re.compile(r"^advocase_scale(_[a-z0-9_]{1,40})?$")
@@ -956,14 +957,6 @@ def report(phase: dict[str, Any], connections: dict[str, int]) -> tuple[str, boo
 # --- command line --------------------------------------------------------------------------
 
 
-class Terminated(SystemExit):
-    pass
-
-
-def _on_sigterm(signum: int, _: Any) -> NoReturn:
-    raise Terminated(128 + signum)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.scale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1028,7 +1021,7 @@ def _postgres_version(url: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     from tests.support import services
 
     try:

@@ -14,6 +14,7 @@ Safety rules, because a developer runs this on the machine that holds their data
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -22,10 +23,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -217,3 +218,25 @@ def baseline_server(port: int, workers: int, env: dict[str, str], log_dir: Path)
         cwd=REPO_ROOT,  # so ``tests.bench.baseline`` is importable
         log_path=log_dir / "baseline-server.log",
     )
+
+
+# --- what every benchmark's command line shares ---------------------------------------------
+
+
+class Terminated(SystemExit):
+    """SIGTERM, turned into an exception so the ``finally`` blocks clean up."""
+
+
+def on_sigterm(signum: int, _: object) -> NoReturn:
+    raise Terminated(128 + signum)
+
+
+def bounded(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high``."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+        return value
+
+    return parse
