@@ -30,6 +30,8 @@ from tests.reports.conftest import (
     WITNESS_NAME,
     Case,
     pdf_text,
+    png,
+    upload_evidence,
 )
 
 
@@ -218,3 +220,101 @@ def test_also_hide_adds_to_a_profile(client, case: Case, sent_tasks, run_build,
     assert WITNESS_NAME not in text
     # safe_location keeps witness contacts: the profile's own list still applies.
     assert "555-0142" in text and WITNESS_CONTACT.split(", ")[1] in text
+
+
+def test_long_unbroken_values_wrap_inside_the_page(client, case: Case, sent_tasks, run_build,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # The tables have a fixed layout (their columns are not sized by their content), so a
+    # value with no place to break — a long case number, a court's name typed without
+    # spaces, a hash — must wrap within its column rather than run off the page.
+    from weasyprint import HTML
+    from weasyprint.formatting_structure import boxes
+
+    from app.reports import court_summary
+
+    rendered: list[tuple[str, dict[int, bytes]]] = []
+    render_pdf = court_summary.render_pdf
+
+    def keeping(document: str, images: dict[int, bytes]) -> bytes:
+        rendered.append((document, images))
+        return render_pdf(document, images)
+
+    monkeypatch.setattr(court_summary, "render_pdf", keeping)
+    case_number = "FC" + "0123456789" * 9
+    court = "FictionalCountyFamilyCourtOfSampletown" * 7
+    report = built(client, case, run_build, cover={
+        "court": court, "case_number": case_number,
+        "parties": [{"role": "Petitioner", "from_record": "client_legal_name"}]})
+    unbroken = "".join(report["text"].split())
+    assert case_number in unbroken and court in unbroken
+    document, images = rendered[0]
+    pages = HTML(string=document,
+                 url_fetcher=court_summary.ExhibitImages(images).fetcher()).render().pages
+    outside = []
+    for number, page in enumerate(pages, start=1):
+        page_box = page._page_box
+        right = page_box.content_box_x() + page_box.width
+        for root in page_box.children:
+            if isinstance(root, boxes.MarginBox):
+                continue
+            for box in root.descendants():
+                if isinstance(box, boxes.TextBox | boxes.ReplacedBox) \
+                        and box.position_x + box.margin_width() > right + 0.5:
+                    outside.append((number, getattr(box, "text", box.element_tag)[:30]))
+    assert not outside, outside
+
+
+def test_each_exhibit_shows_its_own_preview_made_a_few_at_a_time(
+        client, case: Case, db: Session, storage, sent_tasks, run_build,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The previews are made by a small pool of threads while the next exhibits stream:
+    # each must still land on its own exhibit, and only a few originals may be held at once.
+    import threading
+
+    from app.reports import build, court_summary
+
+    monkeypatch.setattr(build, "PREVIEW_THREADS", 2)
+    sizes = {f"Fictional sketch {n}": (200 + 10 * n, 100 + 7 * n) for n in range(8)}
+    added = [upload_evidence(db, case.actor(), case.incidents[0], png((20 * n, 80, 160), size),
+                             description=description, storage=storage)
+             for n, (description, size) in enumerate(sizes.items())]
+    db.commit()
+    rendered: list[tuple[str, dict[int, bytes]]] = []
+    render_pdf = court_summary.render_pdf
+    monkeypatch.setattr(court_summary, "render_pdf", lambda document, images: (
+        rendered.append((document, images)), render_pdf(document, images))[1])
+    shown: dict[int, str] = {}
+    render_html = court_summary.render_html
+
+    def keeping_numbers(data: dict[str, Any], **options: Any) -> str:
+        shown.update({e["number"]: e["description"] for e in data["exhibits"]})
+        return render_html(data, **options)
+
+    monkeypatch.setattr(court_summary, "render_html", keeping_numbers)
+    held, most, lock = 0, 0, threading.Lock()
+    preview = court_summary.preview
+
+    def counting(content: bytes) -> bytes | None:
+        nonlocal held, most
+        with lock:
+            held += 1
+            most = max(most, held)
+        try:
+            return preview(content)
+        finally:
+            with lock:
+                held -= 1
+
+    monkeypatch.setattr(court_summary, "preview", counting)
+    report = built(client, case, run_build, evidence_ids=[
+        *(str(e) for e in case.evidence.values()), *(str(e) for e in added)])
+    assert report["status"]["status"] == "done"
+    _, images = rendered[0]
+    from PIL import Image
+
+    for number, description in shown.items():
+        if description in sizes:
+            with Image.open(io.BytesIO(images[number])) as image:
+                assert image.size == sizes[description], (number, description)
+    assert sum(d in sizes for d in shown.values()) == len(sizes)
+    assert 1 <= most <= 2
