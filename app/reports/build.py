@@ -23,6 +23,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -63,6 +64,12 @@ MANIFEST_FORMAT = "advocase-report-manifest/1"
 CHUNK = 1024 * 1024
 RENEW_EVERY = 20.0  # seconds; well inside service.LEASE
 PROGRESS_EVERY = 0.5  # seconds between progress writes while exhibits stream
+# The previews are made by a few threads while the next exhibits stream (Pillow releases
+# the GIL while it decodes, scales and encodes). At most PREVIEW_THREADS originals wait or
+# are being reduced at once, and no more than PREVIEW_BYTES_IN_FLIGHT of them (a single
+# larger image still goes alone), so memory stays bounded whatever the exhibits weigh.
+PREVIEW_THREADS = 3
+PREVIEW_BYTES_IN_FLIGHT = 64 * 1024 * 1024
 README = """This bundle was produced by advocase.
 
 court-summary.pdf  the incident summary
@@ -220,36 +227,56 @@ def _copy_exhibits(storage: Storage, gathered: court_summary.Gathered,
     total = sum(s.evidence.size_bytes for s in gathered.exhibits) or 1
     done_bytes = 0
     results: dict[int, _ExhibitResult] = {}
-    for source in gathered.exhibits:
-        evidence = source.evidence
-        digest, size = hashlib.sha256(), 0
-        keep = (evidence.content_type in court_summary.IMAGE_TYPES
-                and evidence.size_bytes <= court_summary.PREVIEW_MAX_BYTES)
-        kept: list[bytes] = []
-        target = None
-        if bundle is not None:
-            target = bundle.open(_zip_info(source.file_name, generated_at,
-                                           size=evidence.size_bytes), "w")
-        try:
-            for chunk in _stream_exhibit(storage, source):
-                digest.update(chunk)
-                size += len(chunk)
+    making: dict[int, tuple[Future[bytes | None], int]] = {}  # in the order submitted
+
+    def collect_oldest() -> None:
+        number, (made, _) = next(iter(making.items()))
+        results[number].preview = made.result()
+        del making[number]
+
+    pool = ThreadPoolExecutor(max_workers=PREVIEW_THREADS, thread_name_prefix="preview")
+    try:
+        for source in gathered.exhibits:
+            evidence = source.evidence
+            digest, size = hashlib.sha256(), 0
+            keep = (evidence.content_type in court_summary.IMAGE_TYPES
+                    and evidence.size_bytes <= court_summary.PREVIEW_MAX_BYTES)
+            kept: list[bytes] = []
+            target = None
+            if bundle is not None:
+                target = bundle.open(_zip_info(source.file_name, generated_at,
+                                               size=evidence.size_bytes), "w")
+            try:
+                for chunk in _stream_exhibit(storage, source):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if target is not None:
+                        target.write(chunk)
+                    if keep:
+                        kept.append(chunk)
+                    done_bytes += len(chunk)
+                    progress(15 + int(55 * done_bytes / total), "checking_exhibits",
+                             force=False)
+            finally:
                 if target is not None:
-                    target.write(chunk)
-                if keep:
-                    kept.append(chunk)
-                done_bytes += len(chunk)
-                progress(15 + int(55 * done_bytes / total), "checking_exhibits", force=False)
-        finally:
-            if target is not None:
-                target.close()
-        if size != evidence.size_bytes or digest.hexdigest() != evidence.sha256:
-            raise BuildFailed("exhibit_integrity", (
-                f"Exhibit {source.number} (evidence {evidence.id}) no longer matches the "
-                "SHA-256 recorded when it was received. The report was not made; leave it "
-                "out, or ask a supervisor to look into it."))
-        shown = court_summary.preview(b"".join(kept)) if keep else None
-        results[source.number] = _ExhibitResult(digest.hexdigest(), size, shown)
+                    target.close()
+            if size != evidence.size_bytes or digest.hexdigest() != evidence.sha256:
+                raise BuildFailed("exhibit_integrity", (
+                    f"Exhibit {source.number} (evidence {evidence.id}) no longer matches the "
+                    "SHA-256 recorded when it was received. The report was not made; leave it "
+                    "out, or ask a supervisor to look into it."))
+            results[source.number] = _ExhibitResult(digest.hexdigest(), size, None)
+            if keep:
+                while making and (len(making) >= PREVIEW_THREADS or size + sum(
+                        held for _, held in making.values()) > PREVIEW_BYTES_IN_FLIGHT):
+                    collect_oldest()
+                making[source.number] = (pool.submit(court_summary.preview, b"".join(kept)),
+                                         size)
+            del kept
+        while making:
+            collect_oldest()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return results
 
 
