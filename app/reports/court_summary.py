@@ -592,10 +592,37 @@ class ExhibitImages:
         return Fetcher()
 
 
+def _read_page_references_once() -> None:
+    """pydyf (0.13) builds the tuple of every page's reference anew each time
+    ``PDF.page_references`` is read, and WeasyPrint's tagging reads it once for every
+    structure element it makes, so tagging a long report grew with pages × elements. This
+    keeps the tuple and builds it again only when a page has been added since (pages are
+    only ever appended). Installed once for the process; a pydyf without that property is
+    left as it is."""
+    import pydyf
+
+    current = pydyf.PDF.__dict__.get("page_references")
+    if not isinstance(current, property) or getattr(current.fget, "kept", False):
+        return
+    build = current.fget
+
+    def page_references(pdf: Any) -> tuple[bytes, ...]:
+        kids = pdf.pages["Kids"]
+        kept = pdf.__dict__.get("_page_references_kept")
+        if kept is None or kept[0] is not kids or kept[1] != len(kids):
+            kept = (kids, len(kids), build(pdf))
+            pdf.__dict__["_page_references_kept"] = kept
+        return kept[2]
+
+    page_references.kept = True  # type: ignore[attr-defined]
+    pydyf.PDF.page_references = property(page_references)
+
+
 def render_pdf(document: str, images: dict[int, bytes]) -> bytes:
     """The page as a tagged PDF/A-3b (A4, fonts embedded, text selectable)."""
     from weasyprint import HTML  # imported on first use: it loads Pango, slow to start
 
+    _read_page_references_once()
     pdf = HTML(string=document, url_fetcher=ExhibitImages(images).fetcher()).write_pdf(
         pdf_variant=PDF_VARIANT, pdf_tags=True)
     if pdf is None:

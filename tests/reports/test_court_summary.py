@@ -318,3 +318,37 @@ def test_each_exhibit_shows_its_own_preview_made_a_few_at_a_time(
                 assert image.size == sizes[description], (number, description)
     assert sum(d in sizes for d in shown.values()) == len(sizes)
     assert 1 <= most <= 2
+
+
+def test_every_tagged_text_names_the_page_it_is_on(client, case: Case, sent_tasks,
+                                                   run_build) -> None:
+    # The structure tree maps each page's marked content to its elements, and each element
+    # names its page (/Pg): a screen reader follows these to read the document in order.
+    report = built(client, case, run_build)
+    reader = PdfReader(io.BytesIO(report["pdf"]))
+    pages = [page.indirect_reference.idnum for page in reader.pages]
+    assert len(pages) >= 4
+    nums = reader.trailer["/Root"]["/StructTreeRoot"]["/ParentTree"]["/Nums"]
+    mapped = dict(zip(nums[::2], nums[1::2], strict=True))
+    for index, page in enumerate(reader.pages):
+        elements = mapped[page["/StructParents"]]
+        assert len(elements) > 0, index
+        for element in elements:
+            assert element.get_object().raw_get("/Pg").idnum == pages[index], index
+
+
+def test_page_references_are_kept_until_a_page_is_added() -> None:
+    import pydyf
+
+    from app.reports import court_summary
+
+    court_summary._read_page_references_once()
+    court_summary._read_page_references_once()  # installed once
+    pdf = pydyf.PDF()
+    pages = []
+    for _ in range(3):
+        page = pydyf.Dictionary({"Type": "/Page"})
+        pdf.add_page(page)
+        pages.append(page)
+        assert pdf.page_references == tuple(f"{p.number} 0 R".encode() for p in pages)
+    assert pdf.page_references is pdf.page_references
