@@ -12,10 +12,11 @@ from uuid import UUID
 import sqlalchemy as sa
 import structlog
 from celery import Task, signals
+from sqlmodel import Session
 
 from app.core import audit, deferred, keys
 from app.core.storage import get_storage
-from app.db import create_db_engine, unit_of_work, utcnow
+from app.db import committing, create_db_engine, get_engine, unit_of_work, utcnow
 from app.evidence import service as evidence_service
 from app.settings import get_settings
 from app.system import service as system_service
@@ -254,21 +255,43 @@ def deliver_reminder(reminder_id: str) -> str:
     claim it (atomic, leased), record the in-app notification and the email rows
     (idempotent per channel) and compose the emails, commit; send; then record what was
     sent and close the round, commit. A duplicate or late message finds nothing to claim;
-    a worker killed in between leaves a lease that runs out, and the sweep takes over."""
+    a worker killed in between leaves a lease that runs out, and the sweep takes over.
+
+    Both transactions run on one pooled connection (one checkout, one pre-ping), held
+    idle, outside any transaction, while the emails are sent."""
     from app.reminders import delivery as reminder_delivery
 
-    with unit_of_work() as db:
-        claim = reminder_delivery.claim_reminder(db, UUID(reminder_id))
-        if claim is None:
-            return "not_claimed"
-        plan, held = reminder_delivery.record_delivery(db, claim)
-        composed = plan.composed(db)
-    sent, failed = _send_reminder_emails(composed)
-    with unit_of_work() as db:
-        _record_sending(db, sent, failed)
-        state = reminder_delivery.finish_reminder(db, claim, held)
+    with get_engine().connect() as connection, \
+            Session(bind=connection, expire_on_commit=False) as db:
+        with committing(db):
+            claim = reminder_delivery.claim_reminder(db, UUID(reminder_id))
+            if claim is None:
+                return "not_claimed"
+            plan, held = reminder_delivery.record_delivery(db, claim)
+            composed = plan.composed(db)
+        sent, failed = _send_reminder_emails(composed)
+        try:
+            with committing(db):
+                state = _close_round(db, claim, sent, failed, held)
+        except sa.exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # The database went away while the emails were sent (a restart, a failover):
+            # once more on a fresh connection, pinged at checkout, rather than leaving sent
+            # emails "sending" for the sweep to send again when their lease runs out.
+            log.warning("reminder_close_retried", reminder_id=reminder_id)
+            with unit_of_work() as fresh:
+                state = _close_round(fresh, claim, sent, failed, held)
     log.info("reminder_delivered", reminder_id=reminder_id, state=state, held=held)
     return state or "claim_lost"
+
+
+def _close_round(db: Any, claim: Any, sent: list[UUID], failed: list[UUID],
+                 held: str | None) -> str | None:
+    from app.reminders import delivery as reminder_delivery
+
+    _record_sending(db, sent, failed)
+    return reminder_delivery.finish_reminder(db, claim, held)
 
 
 @celery_app.task(name=_schedule.REMINDER_EMAIL_TASK, ignore_result=True, acks_late=True,

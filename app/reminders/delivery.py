@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import secrets
 import smtplib
@@ -164,20 +165,31 @@ def claim_reminder(db: Session, reminder_id: UUID, *, now: datetime | None = Non
     of waiting for the first one's commit)."""
     now = now or utcnow()
     token = secrets.token_urlsafe(24)
-    target: Any = _R.id == reminder_id
-    if db.get_bind().dialect.name == "postgresql":
-        target = _R.id == (sa.select(_R.id).where(_R.id == reminder_id, _claimable(now))
-                           .with_for_update(skip_locked=True).scalar_subquery())
-    # Core, not the ORM: a storm of reminders is mostly this path (see docs/benchmarks.md).
-    row = db.execute(
-        sa.update(_R.__table__).where(target, _claimable(now))
-        .values(state=ReminderState.sending, claim_token=token, claimed_until=now + LEASE,
-                attempts=_R.attempts + 1, queued_until=None)  # its message is consumed
-        .returning(*_R.__table__.c)).first()
+    postgresql = db.get_bind().dialect.name == "postgresql"
+    row = db.connection().execute(_claim_statement(postgresql), {
+        "reminder_id": reminder_id, "now": now, "token": token,
+        "lease": now + LEASE}).first()
     if row is None:
         return None
     _forget_loaded(db, reminder_id)
     return Claim(reminder_id, token, row.round, row.repeat_daily, row, db.get_transaction())
+
+
+@functools.cache
+def _claim_statement(postgresql: bool) -> Any:
+    """The claim, built once: building this statement costs more than running it, and a
+    storm of reminders is mostly this path (Core, not the ORM, for the same reason).
+    Parameters: reminder_id, now, token, lease."""
+    now, reminder_id = sa.bindparam("now"), sa.bindparam("reminder_id")
+    target: Any = _R.id == reminder_id
+    if postgresql:
+        target = _R.id == (sa.select(_R.id).where(_R.id == reminder_id, _claimable(now))
+                           .with_for_update(skip_locked=True).scalar_subquery())
+    return (sa.update(_R.__table__).where(target, _claimable(now))
+            .values(state=ReminderState.sending, claim_token=sa.bindparam("token"),
+                    claimed_until=sa.bindparam("lease"), attempts=_R.attempts + 1,
+                    queued_until=None)  # its message is consumed
+            .returning(*_R.__table__.c))
 
 
 def _forget_loaded(db: Session, reminder_id: UUID) -> None:
@@ -208,22 +220,44 @@ def _still_ours(db: Session, claim: Claim) -> Reminder | None:
 # --- recording a delivery -------------------------------------------------------------------
 
 
+def _delivery_values(row: Any, channel: str, state: str, *,
+                     recipient_id: UUID | None = None, not_before: datetime | None = None,
+                     lease: datetime | None = None) -> dict[str, Any]:
+    """One delivery row's columns (every column, so that rows insert together)."""
+    stamp = utcnow()
+    return {"id": uuid4(), "org_id": row.org_id, "reminder_id": row.id, "round": row.round,
+            "channel": channel, "recipient_id": recipient_id, "state": state,
+            "not_before": not_before, "claimed_until": lease, "queued_until": None,
+            "attempts": 1 if state == "sending" else 0, "created_at": stamp,
+            "sent_at": stamp if state in ("sent", "needs_person") else None}
+
+
+def _add_deliveries(db: Session, rows: list[dict[str, Any]]) -> dict[str, UUID]:
+    """The new delivery rows' ids by channel: one INSERT … ON CONFLICT DO NOTHING for
+    every row, so a row that exists already for (reminder, round, channel) — an earlier
+    attempt at this round — is left alone and missing from the answer."""
+    statement = _delivery_insert(db.get_bind().dialect.name == "postgresql")
+    made = db.connection().execute(statement, rows).all()
+    return {channel: delivery_id for channel, delivery_id in made}
+
+
+@functools.cache
+def _delivery_insert(postgresql: bool) -> Any:
+    insert: Any = postgresql_insert if postgresql else sqlite_insert
+    table = _D.__table__
+    return (insert(table).on_conflict_do_nothing(
+        index_elements=["reminder_id", "round", "channel"])
+        .returning(table.c.channel, table.c.id))
+
+
 def _add_delivery(db: Session, row: Reminder, channel: str, state: str, *,
                   recipient_id: UUID | None = None, not_before: datetime | None = None,
                   lease: datetime | None = None) -> UUID | None:
     """The new delivery row's id for (reminder, round, channel), or None when that row
-    exists already (an earlier attempt at this round): one INSERT … ON CONFLICT DO
-    NOTHING, on SQLite and PostgreSQL alike."""
-    values = {"id": uuid4(), "org_id": row.org_id, "reminder_id": row.id, "round": row.round,
-              "channel": channel, "recipient_id": recipient_id, "state": state,
-              "not_before": not_before, "claimed_until": lease,
-              "attempts": 1 if state == "sending" else 0, "created_at": utcnow(),
-              "sent_at": utcnow() if state in ("sent", "needs_person") else None}
-    dialect = db.get_bind().dialect.name
-    insert: Any = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    made = db.execute(insert(_D.__table__).values(**values).on_conflict_do_nothing(
-        index_elements=["reminder_id", "round", "channel"]).returning(_D.id)).first()
-    return made[0] if made is not None else None
+    exists already (an earlier attempt at this round)."""
+    return _add_deliveries(db, [_delivery_values(
+        row, channel, state, recipient_id=recipient_id, not_before=not_before,
+        lease=lease)]).get(channel)
 
 
 def _hhmm_minutes(text: str) -> int:
@@ -270,34 +304,44 @@ class DeliveryPlan:
         return found
 
 
+# Who a staff reminder goes to, and their preferences (None: the defaults), built once.
+_ASSIGNEE = sa.select(StaffUser.id, StaffUser.email, StaffUser.is_active,
+                      NotificationPreference).outerjoin(
+    NotificationPreference, NotificationPreference.user_id == StaffUser.id).where(
+    StaffUser.id == sa.bindparam("user_id"))
+
+
 def _staff_delivery(db: Session, row: Reminder, settings: Settings, now: datetime,
                     plan: DeliveryPlan) -> None:
-    made = _add_delivery(db, row, "in_app", "sent", recipient_id=row.assignee_id)
-    if made is not None:
-        notifications.notify(db, org_id=row.org_id, user_ids=[row.assignee_id],
-                             kind="reminder_due", object_type="reminder", object_id=row.id)
-    user, pref = None, None
-    found = db.execute(sa.select(StaffUser, NotificationPreference).outerjoin(
-        NotificationPreference, NotificationPreference.user_id == StaffUser.id).where(
-        StaffUser.id == row.assignee_id)).first()
-    if found is not None:
-        user, pref = found
-    if not settings.smtp_host or user is None or not user.is_active \
-            or (pref is not None and not pref.email_enabled):
-        return
-    if pref is not None and pref.daily_digest:
-        _add_delivery(db, row, "digest", "waiting", recipient_id=user.id,
-                      not_before=next_digest(pref, now))
-        return
-    later = quiet_until(pref, now)
-    if later is not None:
-        _add_delivery(db, row, "email", "waiting", recipient_id=user.id, not_before=later)
-        return
-    email = _add_delivery(db, row, "email", "sending", recipient_id=user.id,
-                          lease=now + LEASE)
+    """The in-app notification and, by the assignee's preferences, the email (now, after
+    quiet hours, or in the digest): every delivery row in one INSERT."""
+    found = db.execute(_ASSIGNEE, {"user_id": row.assignee_id}).first()
+    rows = [_delivery_values(row, "in_app", "sent", recipient_id=row.assignee_id)]
+    sending = False
+    if found is not None and settings.smtp_host and found.is_active \
+            and (found.NotificationPreference is None
+                 or found.NotificationPreference.email_enabled):
+        user_id, pref = found.id, found.NotificationPreference
+        if pref is not None and pref.daily_digest:
+            rows.append(_delivery_values(row, "digest", "waiting", recipient_id=user_id,
+                                         not_before=next_digest(pref, now)))
+        elif (later := quiet_until(pref, now)) is not None:
+            rows.append(_delivery_values(row, "email", "waiting", recipient_id=user_id,
+                                         not_before=later))
+        else:
+            rows.append(_delivery_values(row, "email", "sending", recipient_id=user_id,
+                                         lease=now + LEASE))
+            sending = True
+    made = _add_deliveries(db, rows)
+    if "in_app" in made:
+        notifications.record_notification(db, org_id=row.org_id, user_id=row.assignee_id,
+                                          kind="reminder_due", object_type="reminder",
+                                          object_id=row.id)
+    email = made.get("email") if sending else None
     if email is not None:
+        assert found is not None
         plan.emails.append(email)
-        plan.messages[email] = staff_message(row, user.email, email, case_number(db, row),
+        plan.messages[email] = staff_message(row, found.email, email, case_number(db, row),
                                              settings)
 
 
@@ -381,6 +425,14 @@ def record_delivery(db: Session, claim: Claim, *, now: datetime | None = None,
     return plan, None
 
 
+# The common end of a round (delivered, the claim still the caller's), built once.
+_DELIVERED = sa.update(_R.__table__).where(
+    _R.id == sa.bindparam("reminder_id"), _R.state == ReminderState.sending,
+    _R.claim_token == sa.bindparam("token")).values(
+    state=ReminderState.delivered, delivered_at=sa.bindparam("now"), claim_token=None,
+    claimed_until=None, updated_at=sa.bindparam("now")).returning(_R.id)
+
+
 def finish_reminder(db: Session, claim: Claim, held_reason: str | None = None,
                     *, now: datetime | None = None) -> str | None:
     """Close the claimed round: delivered, held (with its reason), or — for a daily
@@ -389,11 +441,8 @@ def finish_reminder(db: Session, claim: Claim, held_reason: str | None = None,
     now = now or utcnow()
     if held_reason is None and not claim.repeat_daily:
         # The common case in one statement: delivered, if the claim still holds.
-        done = db.execute(sa.update(_R.__table__).where(
-            _R.id == claim.reminder_id, _R.state == ReminderState.sending,
-            _R.claim_token == claim.token).values(
-            state=ReminderState.delivered, delivered_at=now, claim_token=None,
-            claimed_until=None, updated_at=now).returning(_R.id)).first()
+        done = db.connection().execute(_DELIVERED, {
+            "reminder_id": claim.reminder_id, "token": claim.token, "now": now}).first()
         _forget_loaded(db, claim.reminder_id)
         return ReminderState.delivered if done is not None else None
     row = _still_ours(db, claim)
@@ -644,10 +693,13 @@ def smtp_send(message: Message, settings: Settings | None = None) -> None:
         _links.link.used = time.monotonic()
 
 
+_SENT = sa.update(_D.__table__).where(
+    _D.id.in_(sa.bindparam("ids", expanding=True)), _D.state == "sending").values(
+    state="sent", sent_at=sa.bindparam("now"), claimed_until=None)
+
+
 def mark_sent(db: Session, delivery_ids: list[UUID], *, now: datetime | None = None) -> None:
-    now = now or utcnow()
-    db.execute(sa.update(_D.__table__).where(_D.id.in_(delivery_ids), _D.state == "sending")
-               .values(state="sent", sent_at=now, claimed_until=None))
+    db.connection().execute(_SENT, {"ids": list(delivery_ids), "now": now or utcnow()})
 
 
 def mark_failed(db: Session, delivery_ids: list[UUID], *, now: datetime | None = None) -> None:
