@@ -231,6 +231,19 @@ def unit_of_work(engine: Engine | None = None, *, reading: bool = False) -> Iter
         yield session
 
 
+def request_engine(request: Request) -> Engine:
+    """The engine of the app serving ``request``: its own (``state.engine``, which tests
+    point at a database of their own) or the process's."""
+    return getattr(request.app.state, "engine", None) or get_engine()
+
+
+def app_unit_of_work(request: Request) -> Callable[..., Any]:
+    """``unit_of_work`` for work apart from the request's own (a refusal's audit event),
+    or the app's own ``state.unit_of_work`` (tests bind it to their transaction)."""
+    factory = getattr(request.app.state, "unit_of_work", None)
+    return factory or functools.partial(unit_of_work, request_engine(request))
+
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _REQUEST_WORK = "advocase.unit_of_work"
 
@@ -244,53 +257,107 @@ class RequestWork:
     produced its response and before anything is sent: a client never sees success for
     a write that then failed to commit, and a refusal's own audit write (made after
     the handler) never waits behind this request's lock.
+
+    A reading request on SQLite starts with a pooled connection only: the token check
+    runs one Core statement on it, and the ORM session is made on the same connection
+    when the handler first asks for one (most do; ``GET /api/v1/me`` does not, and making
+    and committing a session costs about as much as that whole statement). SQLite reads
+    of such a request run outside any database transaction (``read_only``), so ending the
+    token check's statement before the session starts changes nothing the database
+    sees. On PostgreSQL the session is made at once: the token check and the handler's
+    reads share one transaction, and a session joining a transaction already begun would
+    run its after-commit hooks (tasks sent after commit) before the real COMMIT.
     """
 
-    __slots__ = ("_context", "session")
+    __slots__ = ("_context", "session", "_connection", "finished")
 
     def __init__(self, request: Request, *, reading: bool) -> None:
-        factory = getattr(request.app.state, "unit_of_work", None) or unit_of_work
+        factory = getattr(request.app.state, "unit_of_work", None)
+        self.finished = False
+        self._connection: sa.Connection | None = None
+        self.session: Session | None = None
+        self._context: Any = None
+        if factory is None:
+            engine = request_engine(request)
+            if reading and engine.dialect.name == "sqlite":
+                self._connection = read_only(engine)
+                return
+            factory = functools.partial(unit_of_work, engine)
         self._context = factory(reading=reading)
-        self.session: Session | None = self._context.__enter__()
+        self.session = self._context.__enter__()
         if not reading:
             # Take the connection (and, on SQLite, the write lock) now, in this thread.
             self.session.connection()
 
+    def connection(self) -> sa.Connection:
+        """The request's connection for Core statements, without making an ORM session."""
+        if self.session is None and self._connection is not None:
+            return self._connection
+        return self.orm_session().connection()
+
+    def orm_session(self) -> Session:
+        """The request's session, made on the request's connection on first use."""
+        if self.session is None:
+            connection = self._connection
+            assert connection is not None and not self.finished
+            if connection.in_transaction():
+                # Only the token check's SELECT ran: on SQLite's lazy reads, no database
+                # transaction is open, so this ends SQLAlchemy's bookkeeping only and the
+                # session begins (and owns) the connection's next transaction.
+                connection.commit()
+            self._context = _session_on(connection)
+            self.session = self._context.__enter__()
+        return self.session
+
     def finish(self, error: BaseException | None = None) -> None:
         """Commit (no error, or a refusal that keeps its changes) or roll back; once."""
-        if self.session is None:
+        if self.finished:
             return
-        self.session = None
-        if error is None:
-            self._context.__exit__(None, None, None)
-        else:
-            self._context.__exit__(type(error), error, error.__traceback__)
+        self.finished = True
+        try:
+            if self._context is not None:
+                if error is None:
+                    self._context.__exit__(None, None, None)
+                else:
+                    self._context.__exit__(type(error), error, error.__traceback__)
+            elif self._connection is not None:
+                if error is None:
+                    self._connection.commit()
+                else:
+                    self._connection.rollback()
+        finally:
+            self.session = None
+            if self._connection is not None:
+                self._connection.close()
+
+
+@contextmanager
+def _session_on(connection: sa.Connection) -> Iterator[Session]:
+    with Session(bind=connection, expire_on_commit=False) as session, committing(session):
+        yield session
 
 
 def _idle_connection_ready(request: Request) -> bool:
     """True when the pool has an idle connection, so taking one does not wait."""
     if getattr(request.app.state, "unit_of_work", None) is not None:
-        return True  # bound to a test's session or its own engine: no shared pool wait
-    checkedin = getattr(get_engine().pool, "checkedin", None)
+        return True  # bound to a test's session: no shared pool wait
+    checkedin = getattr(request_engine(request).pool, "checkedin", None)
     return bool(checkedin is not None and checkedin() > 0)
 
 
-async def get_db(request: Request) -> Session:
-    """FastAPI dependency: the request's session (one per request, made on first use).
-
-    Not a ``yield`` dependency on purpose: FastAPI's generator machinery costs a
-    measurable share of a small request; the route class below finishes the work.
+async def request_work(request: Request) -> RequestWork:
+    """The request's unit of work, opened on first use.
 
     The event loop never waits for the database here. Safe methods read without
     SQLite's write lock and take an idle pooled connection on the loop; when none is
     idle, and for every other method (which takes SQLite's write lock up front, so a
-    request that reads then writes never fails on a concurrent writer), the session is
+    request that reads then writes never fails on a concurrent writer), the work is
     opened in the thread pool. A loop blocked on a full pool or a held write lock would
     stall the very requests whose commits (run on the loop) would free them.
     """
     scope = request.scope
     work: RequestWork | None = scope.get(_REQUEST_WORK)
-    if work is None or work.session is None:
+    if work is None or work.finished:
         reading = request.method in SAFE_METHODS
         if reading and _idle_connection_ready(request):
             work = RequestWork(request, reading=True)
@@ -298,14 +365,22 @@ async def get_db(request: Request) -> Session:
             work = await run_in_threadpool(functools.partial(RequestWork, request,
                                                              reading=reading))
         scope[_REQUEST_WORK] = work
-    assert work.session is not None
-    return work.session
+    return work
+
+
+async def get_db(request: Request) -> Session:
+    """FastAPI dependency: the request's session (one per request, made on first use).
+
+    Not a ``yield`` dependency on purpose: FastAPI's generator machinery costs a
+    measurable share of a small request; the route class below finishes the work.
+    """
+    return (await request_work(request)).orm_session()
 
 
 def finish_request_work(scope: Any, error: BaseException | None = None) -> bool:
     """Finish the request's unit of work if one is open; True if there was one."""
     work: RequestWork | None = scope.get(_REQUEST_WORK)
-    if work is None or work.session is None:
+    if work is None or work.finished:
         return False
     work.finish(error)
     return True
@@ -320,9 +395,9 @@ async def end_request_work(scope: Any, error: BaseException | None = None) -> bo
     """:func:`finish_request_work` for a route handler: on the event loop (no thread hop)
     unless the commit may wait for a lock, which is then waited for in the thread pool."""
     work: RequestWork | None = scope.get(_REQUEST_WORK)
-    if work is None or work.session is None:
+    if work is None or work.finished:
         return False
-    if work.session.info.get(COMMIT_MAY_WAIT):
+    if work.session is not None and work.session.info.get(COMMIT_MAY_WAIT):
         await run_in_threadpool(work.finish, error)
     else:
         work.finish(error)

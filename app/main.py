@@ -32,6 +32,7 @@ from app.db import get_engine
 from app.evidence import api as evidence_api
 from app.identity import api as identity_api
 from app.identity import partner_api
+from app.identity.deps import document_bearer_security
 from app.incidents import api as incidents_api
 from app.legal import api as legal_api
 from app.notifications import api as notifications_api
@@ -150,4 +151,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         overrides=lambda: app.state.body_limit_overrides,
     )
     app.add_middleware(RequestContextMiddleware)
+    document_bearer_security(app)
     return app

@@ -270,11 +270,10 @@ def _audit_apart(request: Request, action: str, *, outcome: str, details: dict[s
                  org_id: Any = None, object_type: Any = None, object_id: Any = None) -> None:
     """Write one audit event in a transaction of its own (the request's one rolled back)."""
     from app.core import audit
-    from app.db import unit_of_work
+    from app.db import app_unit_of_work
 
     actor = request.scope.get("state", {}).get("actor")
-    # The app may supply its own unit of work (tests bind it to their transaction).
-    factory = getattr(request.app.state, "unit_of_work", None) or unit_of_work
+    factory = app_unit_of_work(request)
     try:
         with factory() as db:
             audit.record(db, actor, action, outcome=outcome, org_id=org_id,

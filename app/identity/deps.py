@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
 from uuid import UUID
 
 import sqlalchemy as sa
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.core.access import Actor
 from app.core.errors import Forbidden, Unauthorized
-from app.db import SessionDep, utcnow
+from app.db import request_work, utcnow
 from app.identity import tokens
 from app.identity.models import AuthSession, Org, PartnerApp, PartnerToken, StaffUser
 
-bearer = HTTPBearer(auto_error=False, description="Staff access token or partner-app token")
+BEARER_DESCRIPTION = "Staff access token or partner-app token"
+bearer = HTTPBearer(auto_error=False, description=BEARER_DESCRIPTION)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="advocase"'}
 
 
@@ -46,8 +50,11 @@ _PARTNER_LOOKUP = (
 )
 
 
-def authenticate_request(request: Request, db: SessionDep,
-                         credentials: HTTPAuthorizationCredentials | None) -> Actor:
+async def authenticate_request(request: Request) -> Actor:
+    """The caller of a request with a bearer token: the token checked, then its session
+    (or partner token) read on the request's own connection, so revocation,
+    deactivation and role changes take effect on the next request."""
+    credentials: HTTPAuthorizationCredentials | None = await bearer(request)
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Sign in first: this needs a bearer token.", headers=_CHALLENGE,
                            audit={"event": "auth.token_missing"})
@@ -60,7 +67,8 @@ def authenticate_request(request: Request, db: SessionDep,
         if claims.session_id is None:
             raise _refuse("claims")
         # One Core statement (no ORM layer): this runs on every staff request.
-        row = db.connection().execute(
+        connection = (await request_work(request)).connection()
+        row = connection.execute(
             _STAFF_LOOKUP, {"session_id": claims.session_id, "user_id": UUID(claims.subject)}
         ).first()
         if row is None or not row.is_active or row.revoked_at is not None \
@@ -70,7 +78,8 @@ def authenticate_request(request: Request, db: SessionDep,
         actor = Actor(kind="user", id=UUID(claims.subject), org_id=row.org_id, role=row.role,
                       scopes=frozenset(claims.scope.split()), session_id=claims.session_id)
     else:
-        row = db.connection().execute(
+        connection = (await request_work(request)).connection()
+        row = connection.execute(
             _PARTNER_LOOKUP, {"jti": claims.token_id, "client_id": claims.subject}
         ).first()
         if row is None or not row.is_active or row.revoked_at is not None \
@@ -82,22 +91,19 @@ def authenticate_request(request: Request, db: SessionDep,
     return actor
 
 
-async def any_actor(request: Request, db: SessionDep,
-              credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-              ) -> Actor:
+async def any_actor(request: Request) -> Actor:
     """Any valid token, including a staff token limited to MFA enrolment."""
-    return authenticate_request(request, db, credentials)
+    return await authenticate_request(request)
 
 
-async def full_actor(request: Request, db: SessionDep,
-                     credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                            Depends(bearer)],
-                     ) -> Actor:
+async def full_actor(request: Request) -> Actor:
     """A valid token with full rights (an enrolment-only token is refused).
 
-    Flat on purpose (not layered on ``any_actor``): it runs on every API request, and
-    each level of dependencies costs FastAPI real time."""
-    actor = authenticate_request(request, db, credentials)
+    Takes only the request and reads the bearer header and the request's connection
+    itself (no sub-dependencies, and not layered on ``any_actor``): it runs on every
+    API request, and each dependency FastAPI solves costs it real time per request. The
+    OpenAPI document still declares the bearer scheme on these routes (``app.main``)."""
+    actor = await authenticate_request(request)
     if tokens.ENROLMENT_SCOPE in actor.scopes:
         raise Forbidden("Set up multi-factor authentication first (POST /api/v1/me/mfa).",
                         kind="mfa-enrolment-required",
@@ -107,3 +113,38 @@ async def full_actor(request: Request, db: SessionDep,
 
 CurrentActor = Annotated[Actor, Depends(full_actor)]
 EnrollingActor = Annotated[Actor, Depends(any_actor)]
+
+
+def _calls(dependant: Dependant) -> Iterator[Callable[..., Any] | None]:
+    for sub in dependant.dependencies:
+        yield sub.call
+        yield from _calls(sub)
+
+
+def document_bearer_security(app: FastAPI) -> None:
+    """Declare the bearer scheme on every operation that authenticates its caller.
+
+    ``full_actor`` and ``any_actor`` read the header themselves instead of declaring
+    ``bearer`` as a sub-dependency (see ``full_actor``), so FastAPI no longer sees the
+    scheme; the OpenAPI document gets it here, as FastAPI itself would have written it."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        paths = schema.get("paths", {})
+        for route in app.routes:
+            if not isinstance(route, APIRoute) or route.path_format not in paths or not any(
+                    call in (full_actor, any_actor) for call in _calls(route.dependant)):
+                continue
+            for method in route.methods:
+                operation = paths[route.path_format].get(method.lower())
+                if operation is not None and {"HTTPBearer": []} not in \
+                        operation.setdefault("security", []):
+                    operation["security"].append({"HTTPBearer": []})
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})["HTTPBearer"] = {
+            "type": "http", "description": BEARER_DESCRIPTION, "scheme": "bearer"}
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -147,3 +147,28 @@ def test_openapi_and_docs_are_served(api: TestClient) -> None:
     assert spec.status_code == 200
     assert "/healthz" in spec.json()["paths"]
     assert api.get("/docs").status_code == 200
+
+
+def test_openapi_declares_the_bearer_scheme_on_exactly_the_authenticated_operations(
+        api: TestClient) -> None:
+    """The actor dependencies read the bearer header themselves; the document must still
+    tell a partner's developer which operations take a token and which do not."""
+    spec = api.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["HTTPBearer"] == {
+        "type": "http", "scheme": "bearer",
+        "description": "Staff access token or partner-app token"}
+
+    def security(path: str, method: str) -> list[dict[str, list[str]]] | None:
+        return spec["paths"][path][method].get("security")
+
+    bearer = [{"HTTPBearer": []}]
+    for path, method in (("/api/v1/me", "get"), ("/api/v1/clients", "post"),
+                         ("/api/v1/auth/logout", "post"), ("/api/v1/me/mfa", "post"),
+                         ("/api/v1/partner-apps", "get"), ("/api/v1/reports", "post")):
+        assert security(path, method) == bearer, (method, path)
+    for path, method in (("/healthz", "get"), ("/api/v1/auth/login", "post"),
+                         ("/api/v1/auth/refresh", "post"), ("/oauth/token", "post"),
+                         ("/oauth/jwks", "get")):
+        assert security(path, method) is None, (method, path)
+    assert sum(1 for operations in spec["paths"].values() for operation in operations.values()
+               if operation.get("security") == bearer) > 100

@@ -5,7 +5,6 @@ finishes its own work (UnitOfWorkRoute)."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 from uuid import UUID
 
@@ -45,13 +44,31 @@ def live(request, tmp_path, settings) -> Iterator[tuple[TestClient, sa.Engine]]:
     with services.own_database(request.param, tmp_path, "request_work") as url:
         engine = create_db_engine(url)
         app = create_app(settings)
-        app.state.unit_of_work = functools.partial(unit_of_work, engine)
+        app.state.engine = engine  # the production path, on this test's own database
         try:
             with TestClient(app, raise_server_exceptions=False,
                             follow_redirects=False) as client:
                 yield client, engine
         finally:
             engine.dispose()
+
+
+def _session_begins(engine: sa.Engine) -> Iterator[list[object]]:
+    """Count the ORM sessions that begin a transaction on ``engine`` meanwhile."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    begun: list[object] = []
+
+    def after_begin(session: Session, transaction: object, connection: sa.Connection) -> None:
+        if connection.engine is engine:
+            begun.append(session)
+
+    event.listen(Session, "after_begin", after_begin)
+    try:
+        yield begun
+    finally:
+        event.remove(Session, "after_begin", after_begin)
 
 
 def _people(engine: sa.Engine) -> dict[str, object]:
@@ -141,3 +158,46 @@ def test_an_audited_request_commits_in_the_thread_pool_not_on_the_event_loop(liv
     assert on_loop == [False, False, False]
     assert _count(engine, sa.select(sa.func.count()).select_from(AuditEvent).where(
         AuditEvent.action.in_(("client.read", "client.listed")))) == 3
+
+
+def test_the_token_check_of_a_read_needs_no_orm_session_on_sqlite(live) -> None:
+    """On SQLite a reading request starts with a connection only: ``GET /api/v1/me``
+    (the token check and nothing else) makes no ORM session; a read that needs one gets
+    it on the same connection and its audit event commits. On PostgreSQL the session
+    comes first, so the token check and the handler share one transaction."""
+    from contextlib import contextmanager
+
+    client, engine = live
+    people = _people(engine)
+    created = client.post("/api/v1/clients", json={"preferred_name": "Fictional Wren"},
+                          headers=bearer(people["token"]))
+    assert created.status_code == 201
+    counting = contextmanager(_session_begins)
+    with counting(engine) as begun:
+        me = client.get("/api/v1/me", headers=bearer(people["token"]))
+    assert me.status_code == 200 and me.json()["id"] == str(people["user_id"])
+    assert len(begun) == (0 if engine.dialect.name == "sqlite" else 1)
+    with counting(engine) as begun:
+        read = client.get(f"/api/v1/clients/{created.json()['id']}",
+                          headers=bearer(people["token"]))
+    assert read.status_code == 200 and read.json()["preferred_name"] == "Fictional Wren"
+    assert len(begun) == 1
+    assert _count(engine, sa.select(sa.func.count()).select_from(AuditEvent).where(
+        AuditEvent.action == "client.read")) == 1
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_a_revoked_session_is_refused_on_the_next_read_and_no_connection_is_kept(live) -> None:
+    client, engine = live
+    people = _people(engine)
+    assert client.get("/api/v1/me", headers=bearer(people["token"])).status_code == 200
+    assert client.post("/api/v1/auth/logout",
+                       headers=bearer(people["token"])).status_code == 204
+    for headers in (bearer(people["token"]), {}, bearer("not-a-token")):
+        refused = client.get("/api/v1/me", headers=headers)
+        assert refused.status_code == 401
+        assert refused.headers["content-type"] == "application/problem+json"
+    rejected = sa.select(sa.func.count()).select_from(AuditEvent).where(
+        AuditEvent.action.in_(("auth.token_rejected", "auth.token_missing")))
+    assert _count(engine, rejected) == 3
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
