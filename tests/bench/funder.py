@@ -42,12 +42,10 @@ from __future__ import annotations
 
 import argparse
 import base64
-import cProfile
 import csv
 import io
 import json
 import os
-import pstats
 import random
 import shutil
 import sys
@@ -60,7 +58,7 @@ from uuid import UUID, uuid4
 
 import sqlalchemy as sa
 
-from tests.bench.reports import Clock, _load, _use_env, _where, warm_up
+from tests.bench.reports import Clock, _load, _use_env, profile_report_build, warm_up
 from tests.bench.servers import ServerError, advocase_env, migrate
 
 TARGET_S = 10.0
@@ -345,22 +343,7 @@ def explain(org_id: UUID, today: date) -> dict[str, float]:
 
 def profile_build(actor: Any, today: date, grouping: str, storage: Any,
                   top: int) -> dict[str, Any]:
-    from app.reports import build
-
-    report_id = request(actor, today, grouping)
-    profiler = cProfile.Profile()
-    started = time.perf_counter()
-    profiler.enable()
-    outcome = build.build_report(report_id, storage=storage, keep_lease=True)
-    profiler.disable()
-    elapsed = time.perf_counter() - started
-    stats = pstats.Stats(profiler)
-    entries = []
-    for (filename, line, function), (_, calls, own, cumulative, _) in sorted(
-            stats.stats.items(), key=lambda item: item[1][3], reverse=True)[:top]:  # type: ignore[attr-defined]
-        entries.append({"function": f"{_where(filename)}:{line}({function})", "calls": calls,
-                        "cumulative_s": round(cumulative, 3), "own_s": round(own, 3)})
-    return {"outcome": outcome, "seconds_under_profiler": round(elapsed, 2), "top": entries}
+    return profile_report_build(request(actor, today, grouping), storage, top)
 
 
 def main(argv: list[str] | None = None) -> int:
