@@ -124,16 +124,21 @@ def _counts(url: str) -> dict[str, int]:
         engine.dispose()
 
 
+def _seed_database(url: str, storage: Storage) -> Seeded:
+    """The drill's records, seeded into the database at ``url`` and ``storage``."""
+    engine = create_db_engine(url)
+    try:
+        with Session(engine, expire_on_commit=False) as db:
+            return seed(db, storage)
+    finally:
+        engine.dispose()
+
+
 @contextmanager
 def _source(kind: str, folder: Path, settings: Settings) -> Iterator[Source]:
     with services.own_database(kind, folder, "backup_src") as url:
         storage = LocalStorage(folder / "source-storage")
-        engine = create_db_engine(url)
-        try:
-            with Session(engine, expire_on_commit=False) as db:
-                seeded = seed(db, storage)
-        finally:
-            engine.dispose()
+        seeded = _seed_database(url, storage)
         source_settings = settings.model_copy(update={"database_url": url,
                                                       "storage_dir": storage.root})
         archive = folder / "drill.tar"
@@ -519,12 +524,7 @@ def test_a_round_trip_from_one_s3_prefix_to_another(settings: Settings, tmp_path
     bucket prefix; every evidence file re-hashes there, the purged client's stays shut."""
     source_storage = s3.storage()
     with services.own_database("sqlite", tmp_path, "s3_src") as url:
-        engine = create_db_engine(url)
-        try:
-            with Session(engine, expire_on_commit=False) as db:
-                seeded = seed(db, source_storage)
-        finally:
-            engine.dispose()
+        seeded = _seed_database(url, source_storage)
         source_settings = settings.model_copy(update={
             "database_url": url, **s3.settings_changes(source_storage.prefix.rstrip("/"))})
         archive = tmp_path / "s3.tar"
