@@ -67,7 +67,7 @@ async def me(actor: CurrentActor, request: Request) -> dict[str, Any]:
     """The signed-in staff member (read with the token check: no second query)."""
     access.require_user(actor)
     row = request.state.staff
-    return {**row._mapping,
+    return {**row._asdict(),
             "mfa_required": access.mfa_required(row.role, row.require_mfa_for_all),
             "permissions": sorted(access.PERMISSIONS.get(row.role, ()))}
 

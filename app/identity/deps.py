@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.core.access import Actor
 from app.core.errors import Forbidden, Unauthorized
-from app.db import request_work, utcnow
+from app.db import DriverQuery, request_work, utcnow
 from app.identity import tokens
 from app.identity.models import AuthSession, Org, PartnerApp, PartnerToken, StaffUser
 
@@ -32,7 +32,7 @@ def _refuse(reason: str, detail: str = "The access token is missing, invalid or 
 
 
 _user, _session, _org = (StaffUser.__table__.c, AuthSession.__table__.c, Org.__table__.c)
-_STAFF_LOOKUP = (
+_STAFF_LOOKUP = DriverQuery(
     sa.select(_user.id, _user.org_id, _user.email, _user.display_name, _user.role,
               _user.is_active, _user.mfa_enabled, _user.created_at, _user.last_login_at,
               _org.slug.label("org_slug"), _org.name.label("org_name"),
@@ -42,7 +42,7 @@ _STAFF_LOOKUP = (
     .where(_session.id == sa.bindparam("session_id"), _user.id == sa.bindparam("user_id"))
 )
 _app, _token = PartnerApp.__table__.c, PartnerToken.__table__.c
-_PARTNER_LOOKUP = (
+_PARTNER_LOOKUP = DriverQuery(
     sa.select(_app.id, _app.org_id, _app.is_active, _token.revoked_at, _token.expires_at,
               _token.scope)
     .select_from(PartnerToken.__table__.join(PartnerApp.__table__, _app.id == _token.app_id))
@@ -66,11 +66,10 @@ async def authenticate_request(request: Request) -> Actor:
     if claims.audience == tokens.STAFF_AUDIENCE:
         if claims.session_id is None:
             raise _refuse("claims")
-        # One Core statement (no ORM layer): this runs on every staff request.
+        # One statement, straight to the driver (app.db.DriverQuery): on every staff request.
         connection = (await request_work(request)).connection()
-        row = connection.execute(
-            _STAFF_LOOKUP, {"session_id": claims.session_id, "user_id": UUID(claims.subject)}
-        ).first()
+        row = _STAFF_LOOKUP.first(
+            connection, {"session_id": claims.session_id, "user_id": UUID(claims.subject)})
         if row is None or not row.is_active or row.revoked_at is not None \
                 or row.expires_at <= now or row.org_id != claims.org_id:
             raise _refuse("session_ended")
@@ -79,9 +78,8 @@ async def authenticate_request(request: Request) -> Actor:
                       scopes=frozenset(claims.scope.split()), session_id=claims.session_id)
     else:
         connection = (await request_work(request)).connection()
-        row = connection.execute(
-            _PARTNER_LOOKUP, {"jti": claims.token_id, "client_id": claims.subject}
-        ).first()
+        row = _PARTNER_LOOKUP.first(
+            connection, {"jti": claims.token_id, "client_id": claims.subject})
         if row is None or not row.is_active or row.revoked_at is not None \
                 or row.expires_at <= now:
             raise _refuse("partner_token_ended")
