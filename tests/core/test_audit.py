@@ -327,3 +327,60 @@ def test_values_that_look_like_the_seq_field_do_not_confuse_the_digest(audit_db:
     assert tricky.digest == audit.compute_digest(tricky.prev_digest, fields)
     report = verify(audit_db)
     assert report.ok, report.broken
+
+
+def test_any_text_in_an_event_gives_the_digest_the_verifier_recomputes(audit_db: str) -> None:
+    """On PostgreSQL the database computes the digests (advocase_audit_append) from the
+    canonical JSON made in Python: text outside ASCII, quotes, backslashes and control
+    characters must give exactly what compute_digest and the verifier give."""
+    org_id = write_events(audit_db, 1)[0].org_id
+    texts = ["Zoë Ångström 東京 🙂", 'a "quoted" \\ back\\slash', "line\nbreak\ttab\x01\x7f",
+             "\u2028\u2029 separators", "€" * 60]
+    engine = create_db_engine(audit_db)
+    try:
+        with unit_of_work(engine) as db:
+            events = [audit.append(db, action="test.text", org_id=org_id, object_type="thing",
+                                   object_id=str(n), details={"reason": text, "n": n,
+                                                              "flag": n % 2 == 0})
+                      for n, text in enumerate(texts)]
+    finally:
+        engine.dispose()
+    for event in events:
+        fields = {name: getattr(event, name) for name in audit._CANONICAL_FIELDS}
+        assert event.digest == audit.compute_digest(event.prev_digest, fields)
+    seqs = [event.seq for event in events]
+    assert seqs == list(range(seqs[0], seqs[0] + len(texts)))
+    report = verify(audit_db)
+    assert report.ok, report.broken
+
+
+def test_events_of_several_chains_in_one_transaction_each_join_their_own(
+        audit_db: str) -> None:
+    first = write_events(audit_db, 2)[0].org_id
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    engine = create_db_engine(audit_db)
+    try:
+        with unit_of_work(engine) as db:
+            other = make_org(db, "second-chain-org").id
+        with unit_of_work(engine) as db:
+            audit.append(db, action="test.one", org_id=first)
+            audit.append(db, action="test.two", org_id=other)
+            audit.append(db, action="test.system")  # the system chain
+            audit.append(db, action="test.three", org_id=first)
+            sa.event.listen(engine, "before_cursor_execute", seen)  # the commit's statements
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    finally:
+        engine.dispose()
+    assert [action for _, action in _chain_events(audit_db, first)][-2:] == \
+        ["test.one", "test.three"]
+    assert [action for _, action in _chain_events(audit_db, other)][-1] == "test.two"
+    appends = [s for s in statements if "audit" in s]
+    if audit_db.startswith("postgresql"):
+        # One statement per chain under the lock, in the chains' fixed order.
+        assert len(appends) == 3 and all("advocase_audit_append" in s for s in appends)
+    report = verify(audit_db)
+    assert report.ok, report.broken
