@@ -564,7 +564,8 @@ def table(rows: list[Row]) -> str:
 # --- in-process counts (--inprocess) -----------------------------------------------------
 
 INPROCESS_ROUNDS = 20
-_CHAIN_LOCK = re.compile(r"audit_chain_head\b.*\b(FOR UPDATE|DO UPDATE)\b", re.DOTALL)
+_CHAIN_LOCK = re.compile(r"advocase_audit_append|audit_chain_head\b.*\b(FOR UPDATE|DO UPDATE)\b",
+                         re.DOTALL)
 
 
 def _inprocess_scenarios(seeded: Seeded) -> list[dict[str, Any]]:
