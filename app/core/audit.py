@@ -286,14 +286,6 @@ _APPEND = sa.text("SELECT o_seq, o_prev, o_digest "
                   "FROM advocase_audit_append(:chain, CAST(:rows AS jsonb)) ORDER BY o_seq")
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="microseconds")
-    return value
-
-
 def _append_in_one_statement(connection: sa.Connection, chain_id: UUID,
                              prepared: list[tuple[_Entry, dict[str, Any], str, str]]) -> None:
     """PostgreSQL: the events join the chain in one statement (migration 0021's
@@ -301,7 +293,9 @@ def _append_in_one_statement(connection: sa.Connection, chain_id: UUID,
     head), so no round trip, and no wait for this thread's turn at the GIL, falls between
     taking the chain's lock and the COMMIT but the COMMIT's own. The digests are computed
     by the database from the canonical JSON made here, as :func:`compute_digest` does."""
-    payload = [{name: _json_value(value) for name, value in row.items() if name != "chain_id"}
+    # Each value as the canonical JSON has it, so the row stored is the row hashed.
+    payload = [{name: _canonical_value(value) for name, value in row.items()
+                if name != "chain_id"}
                | {"before": before, "after": after} for _, row, before, after in prepared]
     chained = connection.execute(_APPEND, {
         "chain": chain_id, "rows": json.dumps(payload, ensure_ascii=False,
