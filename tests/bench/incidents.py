@@ -511,7 +511,9 @@ def _profile(scenarios: list[dict[str, Any]], token: str, rounds: int) -> list[d
               executemany: bool) -> None:
         tally["statements"] += 1
         took = time.perf_counter() - conn.info.pop("started", time.perf_counter())
-        if text.lstrip().upper().startswith("SELECT") and took > tally["slowest"][0]:
+        # A read: the audit chain's append is a SELECT of a function that writes.
+        if text.lstrip().upper().startswith("SELECT") and "advocase_audit_append" not in text \
+                and took > tally["slowest"][0]:
             tally["slowest"] = (took, text, parameters)
 
     opening = keys.decrypt_field
