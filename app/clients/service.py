@@ -82,12 +82,12 @@ def get_client(db: Session, actor: Actor, client_id: UUID, *, for_write: bool = 
     return client
 
 
-def _access_kind(db: Session, actor: Actor, client: Client) -> str:
+def _access_kind(actor: Actor, assigned_user_ids: list[UUID]) -> str:
+    """How the actor reaches a client already found within reach: the whole org, their
+    caseload (they are assigned), or else an emergency-access grant."""
     if actor.can("clients:read_all"):
         return "org"
-    assigned = db.scalar(sa.select(ClientAssignment.client_id).where(
-        ClientAssignment.client_id == client.id, ClientAssignment.user_id == actor.id))
-    return "caseload" if assigned else "break_glass"
+    return "caseload" if actor.id in assigned_user_ids else "break_glass"
 
 
 # --- encryption helpers ------------------------------------------------------------------
@@ -125,7 +125,7 @@ def decrypt_record(db: Session, actor: Actor, client: Client) -> ClientRecord:
         raise NotFound("No such client.") from exc
     assigned = list(db.scalars(sa.select(ClientAssignment.user_id).where(
         ClientAssignment.client_id == client.id)))
-    return ClientRecord(client, values, assigned, _access_kind(db, actor, client))
+    return ClientRecord(client, values, assigned, _access_kind(actor, assigned))
 
 
 @dataclass
