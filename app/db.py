@@ -148,9 +148,9 @@ class DriverQuery:
     once per dialect and run straight on the request connection's DB-API cursor, with
     SQLAlchemy's own bind and result processing of each column's type.
 
-    SQLAlchemy's execution machinery (execution context, result object, events) costs
-    about 20 µs of the 35 the statement takes through ``Connection.execute``, some 7 % of
-    an authenticated ``GET /api/v1/me`` (docs/benchmarks.md). The statement runs on the
+    Through ``Connection.execute`` (execution context, result object, events) the token
+    check cost an authenticated ``GET /api/v1/me`` about a quarter of its CPU: 290 µs
+    in-process against 220 µs this way (docs/benchmarks.md). The statement runs on the
     same connection and in the same transaction as it would there; its errors are raised
     as SQLAlchemy's, a lost connection is invalidated as SQLAlchemy would, and while
     anything else listens to the engine's statements (tracing, a test counting them) it

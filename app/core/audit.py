@@ -263,23 +263,32 @@ def _unwritten(db: Session) -> _Unwritten:
     return state
 
 
-def _lock_head(connection: sa.Connection, chain_id: UUID) -> tuple[int, str]:
-    """Lock the chain's head row (made on first use) and return its seq and digest.
+def _append_here(connection: sa.Connection, chain_id: UUID,
+                 prepared: list[tuple[_Entry, dict[str, Any], str, str]]) -> None:
+    """SQLite: lock the chain's head (made on first use), insert the events with their
+    digests and move the head, in three statements. The head's upsert is a write, which
+    takes the database's write lock before the head is read; it is held to the COMMIT."""
+    heads = AuditChainHead.__table__
+    from sqlalchemy.dialects.sqlite import insert
 
-    One statement that writes: on PostgreSQL the upsert locks the row (waiting for a
-    concurrent appender's commit and then seeing its head); on SQLite, a write is what
-    takes the database's write lock before the head is read."""
-    table = AuditChainHead.__table__
-    if connection.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    upsert = insert(table).values(chain_id=chain_id, seq=0, digest=GENESIS)
-    row = connection.execute(
+    upsert = insert(heads).values(chain_id=chain_id, seq=0, digest=GENESIS)
+    head = connection.execute(
         upsert.on_conflict_do_update(index_elements=["chain_id"],
                                      set_={"chain_id": upsert.excluded.chain_id})
-        .returning(table.c.seq, table.c.digest)).one()
-    return int(row.seq), str(row.digest)
+        .returning(heads.c.seq, heads.c.digest)).one()
+    seq, prev = int(head.seq), str(head.digest)
+    rows = []
+    for entry, row, before, after in prepared:
+        seq += 1
+        digest = hashlib.sha256(f"{prev}\n{before}{seq}{after}".encode()).hexdigest()
+        row.update(seq=seq, prev_digest=prev, digest=digest)
+        rows.append(row)
+        if entry.event is not None:
+            entry.event.seq, entry.event.prev_digest, entry.event.digest = seq, prev, digest
+        prev = digest
+    connection.execute(sa.insert(AuditEvent.__table__), rows)
+    connection.execute(sa.update(heads).where(heads.c.chain_id == chain_id)
+                       .values(seq=seq, digest=prev))
 
 
 _APPEND = sa.text("SELECT o_seq, o_prev, o_digest "
@@ -322,29 +331,10 @@ def write_pending(db: Session) -> None:
     prepared = {chain_id: [(entry, dict(entry.row), *_canonical_around_seq(entry.row))
                            for entry in entries] for chain_id, entries in by_chain.items()}
     connection = db.connection()
-    if connection.dialect.name == "postgresql":
-        for chain_id in sorted(prepared, key=str):
-            _append_in_one_statement(connection, chain_id, prepared[chain_id])
-        state.writes += 1
-        for entry in pending:
-            entry.written = state.writes
-        return
-    events_table, heads = AuditEvent.__table__, AuditChainHead.__table__
+    append = _append_in_one_statement if connection.dialect.name == "postgresql" \
+        else _append_here
     for chain_id in sorted(prepared, key=str):
-        seq, prev = _lock_head(connection, chain_id)  # held from here to the COMMIT
-        rows = []
-        for entry, row, before, after in prepared[chain_id]:
-            seq += 1
-            digest = hashlib.sha256(f"{prev}\n{before}{seq}{after}".encode()).hexdigest()
-            row.update(seq=seq, prev_digest=prev, digest=digest)
-            rows.append(row)
-            if entry.event is not None:
-                entry.event.seq, entry.event.prev_digest, entry.event.digest = \
-                    seq, prev, digest
-            prev = digest
-        connection.execute(sa.insert(events_table), rows)
-        connection.execute(sa.update(heads).where(heads.c.chain_id == chain_id)
-                           .values(seq=seq, digest=prev))
+        append(connection, chain_id, prepared[chain_id])
     state.writes += 1
     for entry in pending:
         entry.written = state.writes

@@ -63,11 +63,11 @@ async def authenticate_request(request: Request) -> Actor:
     except tokens.InvalidToken as exc:
         raise _refuse(exc.reason) from exc
     now = utcnow()
+    if claims.audience == tokens.STAFF_AUDIENCE and claims.session_id is None:
+        raise _refuse("claims")
+    # One statement, straight to the driver (app.db.DriverQuery): on every API request.
+    connection = (await request_work(request)).connection()
     if claims.audience == tokens.STAFF_AUDIENCE:
-        if claims.session_id is None:
-            raise _refuse("claims")
-        # One statement, straight to the driver (app.db.DriverQuery): on every staff request.
-        connection = (await request_work(request)).connection()
         row = _STAFF_LOOKUP.first(
             connection, {"session_id": claims.session_id, "user_id": UUID(claims.subject)})
         if row is None or not row.is_active or row.revoked_at is not None \
@@ -77,7 +77,6 @@ async def authenticate_request(request: Request) -> Actor:
         actor = Actor(kind="user", id=UUID(claims.subject), org_id=row.org_id, role=row.role,
                       scopes=frozenset(claims.scope.split()), session_id=claims.session_id)
     else:
-        connection = (await request_work(request)).connection()
         row = _PARTNER_LOOKUP.first(
             connection, {"jti": claims.token_id, "client_id": claims.subject})
         if row is None or not row.is_active or row.revoked_at is not None \
