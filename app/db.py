@@ -265,11 +265,13 @@ def get_engine(settings: Settings | None = None) -> Engine:
     return engine
 
 
-def dispose_engines() -> None:
+def dispose_engines(url: str | None = None) -> None:
+    """Close the pooled connections of the engine made for ``url`` and forget it, or of
+    every engine when no URL is given."""
     with _engine_lock:
-        for engine in _engines.values():
-            engine.dispose()
-        _engines.clear()
+        urls = list(_engines) if url is None else [url] if url in _engines else []
+        for name in urls:
+            _engines.pop(name).dispose()
 
 
 def read_only(engine: Engine) -> sa.Connection:

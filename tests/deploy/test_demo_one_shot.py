@@ -27,7 +27,8 @@ def var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     # session's logging stays as it is.
     monkeypatch.setattr("app.cli._configure_logging", lambda process: get_settings())
     yield tmp_path / "var"
-    dispose_engines()
+    # Only the engine of this test's folder: the suite's own stays the one its fixtures hold.
+    dispose_engines(str(get_settings().database_url))
     reset_settings_cache(to=suite_settings)  # the very object other fixtures hold
 
 

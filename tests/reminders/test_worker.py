@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -30,7 +29,7 @@ from app.notifications.models import Notification
 from app.reminders.models import Reminder, ReminderDelivery
 from tests.reminders.conftest import SmtpServer, free_port
 from tests.support.identity import make_org, make_user
-from tests.webhooks.test_worker import Victim
+from tests.webhooks.test_worker import Victim, victim  # noqa: F401 - the fixture
 from tests.workers.test_real_worker import RunningWorker, worker  # noqa: F401
 from workers import tasks
 from workers.celery_app import REMINDER_SWEEP_INTERVAL
@@ -59,16 +58,6 @@ def local_smtp() -> Iterator[SmtpServer]:
             os.environ[name] = value
 
 
-@pytest.fixture
-def victim(worker: RunningWorker, settings: Any) -> Iterator[Victim]:  # noqa: F811
-    made = Victim(worker, settings)
-    try:
-        yield made
-    finally:
-        if made.process.poll() is None:
-            made.kill()
-
-
 def _sweep_twice() -> None:
     """Two beat runs at the same moment (as two beat processes would), at beat's cadence."""
     threads = [threading.Thread(target=tasks.enqueue_due_reminders) for _ in range(2)]
@@ -80,7 +69,7 @@ def _sweep_twice() -> None:
 
 @pytest.mark.timeout(1200)
 def test_every_reminder_is_emailed_exactly_once(worker: RunningWorker,  # noqa: F811
-                                                victim: Victim, engine: Engine) -> None:
+                                                victim: Victim, engine: Engine) -> None:  # noqa: F811
     embedded = worker.broker_url.startswith("sqla+")
     production_like = not embedded and engine.dialect.name == "postgresql"
     count = int(COUNT_SET) if COUNT_SET else (
