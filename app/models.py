@@ -6,7 +6,7 @@ from app.clients.models import BreakGlassGrant, CaseNumberCounter, Client, Clien
 from app.consents.models import ReleaseOfInformation
 from app.core.audit import AuditAnchor, AuditChainHead, AuditEvent
 from app.core.key_models import ClientDataKey, KeyRotation, OrgKeyset
-from app.evidence.models import CustodyEvent, Evidence
+from app.evidence.models import CustodyEvent, Evidence, EvidencePreview
 from app.identity.models import (
     AuthSession,
     Org,
@@ -46,7 +46,7 @@ __all__ = [
     "CourtDate", "ProtectiveOrder",
     "NotificationPreference", "Reminder", "ReminderDelivery", "ReminderSettings",
     "Incident", "IncidentRevision", "IncidentRevisionCategory",
-    "CustodyEvent", "Evidence",
+    "CustodyEvent", "Evidence", "EvidencePreview",
     "WebhookAttempt", "WebhookDelivery", "WebhookEndpoint", "WebhookEvent",
     "Resource", "ResourceFacet", "ResourceOpening",
     "Referral", "ReferralNote", "ReferralTransition",

@@ -17,6 +17,7 @@ from sqlmodel import Session
 from app.core import audit, deferred, keys
 from app.core.storage import get_storage
 from app.db import committing, create_db_engine, get_engine, unit_of_work, utcnow
+from app.evidence import previews
 from app.evidence import service as evidence_service
 from app.settings import get_settings
 from app.system import service as system_service
@@ -100,6 +101,7 @@ def check_evidence_hashes(started: int | None = None, after_id: str | None = Non
             db, since=since, after_id=UUID(after_id) if after_id else None,
             limit=EVIDENCE_CHECK_BATCH)
     checked = failed = 0
+    intact_images: list[UUID] = []
     for item in due.items:
         with unit_of_work(reading=True) as db:
             stored = evidence_service.open_for_check(db, item.evidence_id)
@@ -110,8 +112,16 @@ def check_evidence_hashes(started: int | None = None, after_id: str | None = Non
             evidence_service.record_hash_check(db, item.evidence_id, outcome, since=since)
         checked += 1
         failed += outcome != "intact"
-    if due.more:
-        with unit_of_work() as db:
+        if outcome == "intact" and previews.wanted(stored.evidence):
+            intact_images.append(item.evidence_id)
+    with unit_of_work() as db:
+        # Images still without a kept preview (received before previews were kept, or
+        # their task was lost) get one now.
+        kept = previews.kept_previews(db, intact_images)
+        for evidence_id in intact_images:
+            if evidence_id not in kept:
+                deferred.enqueue_after_commit(db, previews.PREVIEW_TASK, evidence_id)
+        if due.more:
             deferred.enqueue_after_commit(db, EVIDENCE_HASH_CHECK_TASK, int(since.timestamp()),
                                           due.items[-1].evidence_id)
     log.info("evidence_hashes_checked", checked=checked, failed=failed)
@@ -126,6 +136,15 @@ def sweep_evidence_storage() -> dict[str, int]:
         removed = evidence_service.sweep_storage(db, get_storage())
     log.info("evidence_storage_swept", **removed)
     return removed
+
+
+@celery_app.task(name=previews.PREVIEW_TASK, ignore_result=True, acks_late=True)
+def make_evidence_preview(evidence_id: str) -> str:
+    """Make the preview of one image received as evidence, once (app.evidence.previews);
+    a build makes it itself for an image that has none, so a lost message costs time only."""
+    outcome = previews.make_preview(UUID(evidence_id), get_storage())
+    log.info("evidence_preview", outcome=outcome)
+    return outcome
 
 
 @celery_app.task(name=BROKER_CLEANUP_TASK, ignore_result=True)

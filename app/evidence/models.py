@@ -84,3 +84,15 @@ class CustodyEvent(SQLModel, table=True):
     outcome: str = Field(default="success", max_length=16)
     byte_range: str | None = Field(default=None, max_length=48)  # "first-last" of a 206
     request_id: str | None = Field(default=None, max_length=128)
+
+
+class EvidencePreview(SQLModel, table=True):
+    """The sealed preview of an image (app.evidence.previews), once a worker has made it.
+    Apart from the evidence row, which is append-only; one per piece of evidence."""
+
+    __tablename__ = "evidence_preview"
+
+    evidence_id: UUID = Field(foreign_key="evidence.id", primary_key=True)
+    org_id: UUID = Field(foreign_key="org.id", index=True)
+    storage_key: str = Field(max_length=200, unique=True)
+    made_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

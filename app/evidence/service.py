@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from sqlmodel import Session
 
 from app.clients.models import Client
-from app.core import audit, keys
+from app.core import audit, deferred, keys
 from app.core.access import Actor
 from app.core.errors import Invalid, NotFound
 from app.core.storage import (
@@ -42,7 +42,7 @@ from app.core.storage import (
 )
 from app.db import utcnow
 from app.evidence import upload
-from app.evidence.models import CustodyEvent, Evidence
+from app.evidence.models import CustodyEvent, Evidence, EvidencePreview
 from app.evidence.schemas import TEXT_FIELDS, EvidenceMetadata
 from app.identity.models import Role, StaffUser
 from app.incidents import service as incidents
@@ -135,7 +135,8 @@ def _decrypt(db: Session, evidence: Evidence) -> EvidenceRecord:
                           {k: source.get(k) for k in ("captured_by", "device", "notes")})
 
 
-def _open_keyset(db: Session, evidence: Evidence) -> tink.KeysetHandle:
+def open_keyset(db: Session, evidence: Evidence) -> tink.KeysetHandle:
+    """The evidence's own streaming keyset, opened with its client's key."""
     return keys.open_keyset_for_client(
         db, org_id=evidence.org_id, client_id=evidence.client_id, purpose=KEYSET_PURPOSE,
         bound_to=evidence.id, sealed=evidence.sealed_keyset)
@@ -276,6 +277,10 @@ def receive_upload(db: Session, actor: Actor, target: UploadTarget, body: Iterab
     db.add(evidence)
     db.flush()
     event = _custody(db, actor, evidence, "upload", purpose)
+    from app.evidence import previews  # it builds on this module
+
+    if previews.wanted(evidence):
+        deferred.enqueue_after_commit(db, previews.PREVIEW_TASK, evidence.id)
     audit.record(db, actor, "evidence.uploaded", evidence,
                  details={"incident_id": str(target.incident_id),
                           "content_type": evidence.content_type,
@@ -335,7 +340,7 @@ def open_content(db: Session, actor: Actor, evidence: Evidence, *, storage: Stor
     The first bytes are decrypted before this returns, so a file that does not open is
     an integrity failure (``keys.DecryptionError``) rather than a broken download."""
     try:
-        keyset = _open_keyset(db, evidence)
+        keyset = open_keyset(db, evidence)
     except keys.KeyDestroyed as exc:
         raise NotFound("No such evidence.") from exc
     span = byte_range or ByteRange(0, evidence.size_bytes - 1)
@@ -388,6 +393,13 @@ def _plaintext(storage: Storage, evidence: Evidence, keyset: tink.KeysetHandle,
         raise keys.DecryptionError("the stored file does not open: altered or moved") from exc
     finally:
         reader.close()
+
+
+def whole_file(storage: Storage, evidence: Evidence, keyset: tink.KeysetHandle) -> Iterator[bytes]:
+    """The file's bytes, decrypted chunk by chunk; ``keys.DecryptionError`` when it is
+    missing, altered, or does not match its size and SHA-256 (checked at its end)."""
+    return _plaintext(storage, evidence, keyset, ByteRange(0, evidence.size_bytes - 1),
+                      verify=True)
 
 
 def record_export(db: Session, actor: Actor, evidence_id: UUID, *,
@@ -455,7 +467,7 @@ def open_for_check(db: Session, evidence_id: UUID) -> StoredFile | None:
     if evidence is None:
         return None
     try:
-        keyset = _open_keyset(db, evidence)
+        keyset = open_keyset(db, evidence)
     except keys.KeyDestroyed:
         return None
     except keys.DecryptionError:
@@ -522,27 +534,31 @@ def record_hash_check(db: Session, evidence_id: UUID, outcome: str, *,
 
 def sweep_storage(db: Session, storage: Storage, *, older_than: timedelta = ORPHAN_GRACE,
                   batch: int = 500) -> dict[str, int]:
-    """Remove stored evidence objects no evidence row names (a process killed between
-    storing a file and committing its row), and abandoned partial writes, once they are
-    older than ``older_than``. Never touches an object that has a row."""
+    """Remove stored evidence objects (and previews) no row names (a process killed between
+    storing a file and committing its row, a preview made twice at once), and abandoned
+    partial writes, once they are older than ``older_than``. Never touches an object that
+    has a row."""
+    from app.evidence.previews import PREVIEW_PREFIX
+
     cutoff = utcnow() - older_than
     removed = 0
+    for prefix, column in ((STORAGE_PREFIX, Evidence.storage_key),
+                           (PREVIEW_PREFIX, EvidencePreview.storage_key)):
 
-    def remove_orphans(candidates: list[str]) -> int:
-        known = set(db.scalars(sa.select(Evidence.storage_key)
-                               .where(Evidence.storage_key.in_(candidates))))
-        return sum(storage.delete(key) for key in candidates if key not in known)
+        def remove_orphans(candidates: list[str], column: Any = column) -> int:
+            known = set(db.scalars(sa.select(column).where(column.in_(candidates))))
+            return sum(storage.delete(key) for key in candidates if key not in known)
 
-    pending: list[str] = []
-    for stored in storage.objects(STORAGE_PREFIX):
-        if stored.modified_at >= cutoff:
-            continue
-        pending.append(stored.key)
-        if len(pending) >= batch:
+        pending: list[str] = []
+        for stored in storage.objects(prefix):
+            if stored.modified_at >= cutoff:
+                continue
+            pending.append(stored.key)
+            if len(pending) >= batch:
+                removed += remove_orphans(pending)
+                pending = []
+        if pending:
             removed += remove_orphans(pending)
-            pending = []
-    if pending:
-        removed += remove_orphans(pending)
     incomplete = storage.discard_incomplete(older_than)
     return {"orphans_removed": removed, "incomplete_removed": incomplete}
 

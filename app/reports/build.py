@@ -48,6 +48,7 @@ from app.core.storage import (
     new_object_keyset,
 )
 from app.db import unit_of_work, utcnow
+from app.evidence import previews
 from app.evidence import service as evidence_service
 from app.reports import court_summary, funder_aggregate, service, signing
 from app.reports.models import Report
@@ -223,7 +224,8 @@ def _copy_exhibits(storage: Storage, gathered: court_summary.Gathered,
                    bundle: zipfile.ZipFile | None, generated_at: datetime,
                    progress: _Progress) -> dict[int, _ExhibitResult]:
     """Re-hash every exhibit from storage (copying it into the bundle when asked), compare
-    with the SHA-256 taken when it was received, and make the previews of images."""
+    with the SHA-256 taken when it was received, and read (or, where none was kept, make)
+    the previews of images."""
     total = sum(s.evidence.size_bytes for s in gathered.exhibits) or 1
     done_bytes = 0
     results: dict[int, _ExhibitResult] = {}
@@ -239,8 +241,13 @@ def _copy_exhibits(storage: Storage, gathered: court_summary.Gathered,
         for source in gathered.exhibits:
             evidence = source.evidence
             digest, size = hashlib.sha256(), 0
-            keep = (evidence.content_type in court_summary.IMAGE_TYPES
-                    and evidence.size_bytes <= court_summary.PREVIEW_MAX_BYTES)
+            # The preview a worker made when the file was received; made here (from the
+            # original as it streams) only for an image that has none.
+            made_before = (previews.read_preview(storage, evidence, source.preview_key,
+                                                 source.stored.keyset)
+                           if previews.wanted(evidence) and source.stored is not None
+                           and source.stored.keyset is not None else None)
+            keep = previews.wanted(evidence) and made_before is None
             kept: list[bytes] = []
             target = None
             if bundle is not None:
@@ -265,12 +272,12 @@ def _copy_exhibits(storage: Storage, gathered: court_summary.Gathered,
                     f"Exhibit {source.number} (evidence {evidence.id}) no longer matches the "
                     "SHA-256 recorded when it was received. The report was not made; leave it "
                     "out, or ask a supervisor to look into it."))
-            results[source.number] = _ExhibitResult(digest.hexdigest(), size, None)
+            results[source.number] = _ExhibitResult(digest.hexdigest(), size, made_before)
             if keep:
                 while making and (len(making) >= PREVIEW_THREADS or size + sum(
                         held for _, held in making.values()) > PREVIEW_BYTES_IN_FLIGHT):
                     collect_oldest()
-                making[source.number] = (pool.submit(court_summary.preview, b"".join(kept)),
+                making[source.number] = (pool.submit(previews.reduce, b"".join(kept)),
                                          size)
             del kept
         while making:

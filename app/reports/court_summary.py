@@ -32,6 +32,7 @@ from app.core.access import Actor
 from app.core.errors import Invalid
 from app.core.gcpause import cyclic_gc_paused
 from app.core.pagination import PageParams
+from app.evidence import previews
 from app.evidence import service as evidence_service
 from app.evidence.models import Evidence
 from app.identity.models import Org, StaffUser
@@ -46,9 +47,6 @@ from app.safety_plans.service import diff_plans
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 TEMPLATE = "court_summary.html"
 PDF_VARIANT = "pdf/a-3b"  # archival (fonts embedded, colour profile), and tagged below
-IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
-PREVIEW_MAX_BYTES = 40 * 1024 * 1024  # larger images are listed, not shown
-PREVIEW_PIXELS = 1400
 
 CATEGORY_LABELS = {
     "physical": "Physical", "sexual": "Sexual", "emotional_verbal": "Emotional or verbal",
@@ -136,6 +134,7 @@ class ExhibitSource:
     stored: evidence_service.StoredFile | None  # None: the keyset does not open
     evidence: Evidence
     file_name: str  # in the bundle: exhibits/003-<id>.<ext>
+    preview_key: str | None = None  # where its kept preview is stored, if one was made
 
 
 @dataclass
@@ -354,6 +353,7 @@ def collect(db: Session, actor: Actor, *, org_id: UUID, client_id: UUID,
     evidence_records = evidence_service.list_records(db, actor, rows)
     exhibits_out: list[dict[str, Any]] = []
     sources: list[ExhibitSource] = []
+    kept = previews.kept_previews(db, [item.evidence.id for item in evidence_records])
     for number, item in enumerate(evidence_records, start=1):
         e = item.evidence
         custody = evidence_service.custody_log(db, e.id)
@@ -381,7 +381,7 @@ def collect(db: Session, actor: Actor, *, org_id: UUID, client_id: UUID,
                          "outcome": c.outcome.replace("_", " ")} for c in custody],
         })
         sources.append(ExhibitSource(number, evidence_service.open_for_check(db, e.id), e,
-                                     file_name))
+                                     file_name, kept.get(e.id)))
 
     orders = _all_pages(lambda p: legal.list_orders(db, actor, client_id, p))
     hearings = _all_pages(lambda p: legal.list_court_dates(db, actor, client_id, p))
@@ -635,22 +635,3 @@ def render_pdf(document: str, images: dict[int, bytes]) -> bytes:
 def preview_urls(previews: dict[int, bytes]) -> dict[int, str]:
     """The URL each preview is rendered from (:class:`ExhibitImages` serves them)."""
     return {number: f"exhibit:{number}" for number in previews}
-
-
-def preview(content: bytes) -> bytes | None:
-    """A JPEG of an image exhibit for the PDF: at most 1400 px, colour, no metadata (a
-    photo's EXIF can hold where it was taken). None when the image does not open."""
-    import io
-
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(content)) as image:
-            image.seek(0)
-            shown = (ImageOps.exif_transpose(image) or image).convert("RGB")
-            shown.thumbnail((PREVIEW_PIXELS, PREVIEW_PIXELS))
-            out = io.BytesIO()
-            shown.save(out, "JPEG", quality=82, optimize=True)
-            return out.getvalue()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return None

@@ -16,7 +16,10 @@ What a run does, in this process and on loopback only:
    ``--images`` image exhibits through the evidence service into real local storage (type
    check, SHA-256, Tink encryption, custody log): photo-like 1600×1200 pictures made with
    Pillow (gradients, shapes and noise) — three in four JPEG (about 300 KB), one in four
-   a 256-colour PNG (about 330 KB) — spread over the incidents;
+   a 256-colour PNG (about 330 KB) — spread over the incidents; then runs each upload's
+   preview task (``app.evidence.previews``), as the workers do when files are received,
+   one after another and timed apart from the build (``--previews-at-build`` skips them,
+   and the build makes every preview itself);
 3. requests a court summary of all of them through the reports service (standard
    redaction profile, a cover page) and builds it as one worker does:
    ``build.build_report`` in this process, real storage, real units of work (each step
@@ -172,8 +175,10 @@ def _upload(db: Any, actor: Any, incident_id: UUID, content: bytes, n: int,
 
 def seed(incidents: int, images: int, storage: Any) -> dict[str, Any]:
     from app.clients import service as clients
+    from app.core import deferred
     from app.core.access import Actor
     from app.db import unit_of_work
+    from app.evidence import previews
     from app.identity import service as identity
     from app.incidents import service as incident_service
     from app.incidents.schemas import IncidentCreate
@@ -213,16 +218,24 @@ def seed(incidents: int, images: int, storage: Any) -> dict[str, Any]:
     evidence_ids: list[UUID] = []
     sizes = {"jpeg": [0, 0], "png": [0, 0]}  # count, bytes
     making = 0.0
-    for lo in range(0, images, CHUNK):
-        with unit_of_work() as db:
-            for n in range(lo, min(lo + CHUNK, images)):
-                made_at = time.perf_counter()
-                content, kind = picture(n)
-                making += time.perf_counter() - made_at
-                sizes[kind][0] += 1
-                sizes[kind][1] += len(content)
-                incident = incident_ids[n * len(incident_ids) // images]
-                evidence_ids.append(_upload(db, actor, incident, content, n, storage))
+    sent: list[tuple[str, list[Any]]] = []  # what the uploads queue for a worker
+    deferred.set_sender(lambda name, args, options: sent.append((name, args)))
+    try:
+        for lo in range(0, images, CHUNK):
+            with unit_of_work() as db:
+                for n in range(lo, min(lo + CHUNK, images)):
+                    made_at = time.perf_counter()
+                    content, kind = picture(n)
+                    making += time.perf_counter() - made_at
+                    sizes[kind][0] += 1
+                    sizes[kind][1] += len(content)
+                    incident = incident_ids[n * len(incident_ids) // images]
+                    evidence_ids.append(_upload(db, actor, incident, content, n, storage))
+    finally:
+        deferred.set_sender(None)
+    if sorted(args[0] for _, args in sent) != sorted(str(e) for e in evidence_ids) \
+            or {name for name, _ in sent} - {previews.PREVIEW_TASK}:
+        raise ServerError(f"the uploads queued {len(sent)} tasks, not one preview each")
     return {
         "org_id": org.id, "actor": actor, "client_id": client_id,
         "incident_ids": incident_ids, "evidence_ids": evidence_ids, "corrected": corrected,
@@ -230,6 +243,20 @@ def seed(incidents: int, images: int, storage: Any) -> dict[str, Any]:
         "seed_images_s": time.perf_counter() - started - seeded_incidents,
         "make_images_s": making, "today": today,
     }
+
+
+def make_previews(seeded: dict[str, Any], storage: Any) -> dict[str, Any]:
+    """What the workers do as the images are received: each one's preview task, here one
+    after another in this process (apart from the build, and timed apart)."""
+    from app.evidence import previews
+
+    started, cpu = time.perf_counter(), time.process_time()
+    outcomes = [previews.make_preview(evidence_id, storage)
+                for evidence_id in seeded["evidence_ids"]]
+    if set(outcomes) != {"made"}:
+        raise ServerError(f"preview tasks ended {sorted(set(outcomes))}, not all made")
+    return {"count": len(outcomes), "seconds": round(time.perf_counter() - started, 2),
+            "cpu_seconds": round(time.process_time() - cpu, 2)}
 
 
 def request(seeded: dict[str, Any]) -> UUID:
@@ -271,11 +298,13 @@ class Clock:
     is in), and the calls to the phases it makes through ``court_summary``."""
 
     MODULE = "court_summary"  # under app.reports: the module whose phases are timed
-    WRAPPED = ("collect", "preview", "render_html", "render_pdf", "timeline_svg")
+    WRAPPED = ("collect", "render_html", "render_pdf", "timeline_svg")
+    PREVIEWS = ("read_preview", "reduce")  # app.evidence.previews: kept ones read, or made
 
     def __init__(self) -> None:
         self.steps: list[tuple[float, str, int]] = []
-        self.calls: dict[str, list[float]] = {name: [0, 0.0] for name in self.WRAPPED}
+        self.calls: dict[str, list[float]] = {name: [0, 0.0]
+                                              for name in (*self.WRAPPED, *self.PREVIEWS)}
         self._saved: list[tuple[Any, str, Any]] = []
         self._lock = threading.Lock()
 
@@ -300,6 +329,10 @@ class Clock:
         self._wrap(service, "record_progress", record_progress)
         for name in self.WRAPPED:
             self._wrap(phases, name, self._timed(name, getattr(phases, name)))
+        from app.evidence import previews
+
+        for name in self.PREVIEWS:
+            self._wrap(previews, name, self._timed(name, getattr(previews, name)))
         return self
 
     def _timed(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -433,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="build a second report under cProfile and print its top N "
                         "entries by cumulative time")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--previews-at-build", action="store_true",
+                        help="skip the preview tasks of the uploads, so the build makes "
+                        "every preview itself (as for images received before previews "
+                        "were kept)")
     args = parser.parse_args(argv)
     if not 1 <= args.incidents <= 1000 or not 0 <= args.images <= 1000 \
             or args.images > args.incidents * 10 or not 0 <= args.profile <= 200:
@@ -460,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         load_before_seed = _load()
         print(f"seeding {args.incidents:,} incidents and {args.images:,} images…", flush=True)
         seeded = seed(args.incidents, args.images, storage)
+        kept_previews = None if args.previews_at_build else make_previews(seeded, storage)
         report_id = request(seeded)
         warm_up_s = warm_up()
         load_before_build = _load()
@@ -498,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed_incidents_s": round(seeded["seed_incidents_s"], 1),
         "seed_images_s": round(seeded["seed_images_s"], 1),
         "make_images_s": round(seeded["make_images_s"], 1),
+        "previews_on_receipt": kept_previews or "not made (--previews-at-build)",
         "first_pdf_in_process_s": round(warm_up_s, 2),
         "build_s": round(elapsed, 2),
         "steps_s": steps,

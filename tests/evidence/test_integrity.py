@@ -121,22 +121,29 @@ def test_the_daily_check_flags_a_file_altered_on_disk(client, agency, db, storag
     detail = client.get(f"/api/v1/evidence/{altered['id']}",
                         headers=agency.headers("supervisor")).json()
     assert detail["last_hash_check"]["outcome"] == "unreadable"
-    assert sent_tasks == []  # one batch was enough
+    # One batch was enough (the uploads queued their previews, nothing else).
+    assert {name for name, _ in sent_tasks} == {"evidence.make_preview"}
 
 
 def test_batches_follow_one_another_with_ids_only(client, agency, db, tasks, sent_tasks,
                                                   monkeypatch) -> None:
     made = sorted(uploaded(client, agency, jpeg())["id"] for _ in range(3))
+    assert sorted(args[0] for _, args in sent_tasks) == made  # each upload's preview
+    sent_tasks.clear()
     monkeypatch.setattr(tasks, "EVIDENCE_CHECK_BATCH", 1)
     started = int(time.time())
     # Other tests' evidence may be in this database: follow the chain until it ends.
     args: list[Any] = [started]
     for _ in range(1000):
         tasks.check_evidence_hashes(*args)
-        if not sent_tasks:
+        # (A checked image without a kept preview also gets its preview task.)
+        following = [a for name, a in sent_tasks if name == tasks.EVIDENCE_HASH_CHECK_TASK]
+        assert {name for name, _ in sent_tasks} <= {tasks.EVIDENCE_HASH_CHECK_TASK,
+                                                    "evidence.make_preview"}
+        sent_tasks.clear()
+        if not following:
             break
-        name, args = sent_tasks.pop()
-        assert name == tasks.EVIDENCE_HASH_CHECK_TASK
+        [args] = following
         assert args[0] == started and UUID(args[1])  # epoch seconds and an evidence id
     assert all(checks(db, evidence_id) == ["intact"] for evidence_id in made)
 

@@ -168,6 +168,52 @@ def test_images_are_embedded_without_their_metadata(client, case: Case, sent_tas
         assert b"Fictional photo taken at the refuge" in bundle.read(photo)
 
 
+def test_a_preview_kept_when_the_image_was_received_is_used_not_made_again(
+        client, case: Case, db: Session, storage, sent_tasks, run_build, bound_work,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.evidence import previews
+    from app.evidence import service as evidence_service
+    from app.evidence.models import Evidence
+
+    made = {evidence_id: previews.make_preview(evidence_id, storage, work=bound_work)
+            for evidence_id in case.evidence.values()}
+    assert sorted(made.values()) == ["made", "made", "not_an_image"]
+    kept = previews.kept_previews(db, list(case.evidence.values()))
+    expected = set()
+    for evidence_id, key in kept.items():
+        row = db.get(Evidence, evidence_id)
+        assert row is not None
+        expected.add(previews.read_preview(storage, row, key,
+                                           evidence_service.open_keyset(db, row)))
+
+    def made_again(content: bytes) -> bytes | None:
+        raise AssertionError("a kept preview was made again")
+
+    monkeypatch.setattr(previews, "reduce", made_again)
+    report = built(client, case, run_build)
+    reader = PdfReader(io.BytesIO(report["pdf"]))
+    embedded = set()
+    for page in reader.pages:
+        for ref in page["/Resources"].get("/XObject", {}).values():
+            image = ref.get_object()
+            if image.get("/Filter") == "/DCTDecode":
+                embedded.add(image._data)  # the stream as stored: a JPEG, not re-encoded
+    assert embedded == expected
+
+
+def test_a_kept_preview_that_no_longer_opens_is_made_again(
+        client, case: Case, db: Session, storage, sent_tasks, run_build, bound_work) -> None:
+    from app.evidence import previews
+
+    for evidence_id in case.evidence.values():
+        previews.make_preview(evidence_id, storage, work=bound_work)
+    for key in previews.kept_previews(db, list(case.evidence.values())).values():
+        storage.delete(key)  # lost from storage (a partial restore, say)
+    report = built(client, case, run_build)
+    reader = PdfReader(io.BytesIO(report["pdf"]))
+    assert len({image.data for page in reader.pages for image in page.images}) == 2
+
+
 def test_the_pdf_is_tagged_archival_with_fonts_embedded(client, case: Case, sent_tasks,
                                                         run_build) -> None:
     report = built(client, case, run_build)
@@ -271,6 +317,7 @@ def test_each_exhibit_shows_its_own_preview_made_a_few_at_a_time(
     # each must still land on its own exhibit, and only a few originals may be held at once.
     import threading
 
+    from app.evidence import previews
     from app.reports import build, court_summary
 
     monkeypatch.setattr(build, "PREVIEW_THREADS", 2)
@@ -292,7 +339,7 @@ def test_each_exhibit_shows_its_own_preview_made_a_few_at_a_time(
 
     monkeypatch.setattr(court_summary, "render_html", keeping_numbers)
     held, most, lock = 0, 0, threading.Lock()
-    preview = court_summary.preview
+    preview = previews.reduce
 
     def counting(content: bytes) -> bytes | None:
         nonlocal held, most
@@ -305,7 +352,7 @@ def test_each_exhibit_shows_its_own_preview_made_a_few_at_a_time(
             with lock:
                 held -= 1
 
-    monkeypatch.setattr(court_summary, "preview", counting)
+    monkeypatch.setattr(previews, "reduce", counting)
     report = built(client, case, run_build, evidence_ids=[
         *(str(e) for e in case.evidence.values()), *(str(e) for e in added)])
     assert report["status"]["status"] == "done"
