@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
@@ -619,11 +620,34 @@ def _read_page_references_once() -> None:
     pydyf.PDF.page_references = property(page_references)
 
 
+class _DefaultLevelZlib:
+    """What pydyf sees as ``zlib``: the same, but streams compressed at zlib's default level
+    (6) instead of the 9 pydyf (0.13) asks for. Measured on the 486-page benchmark report:
+    writing the PDF 8.6–8.9 s → 6.9–7.0 s of CPU, for a PDF 0.3 % larger."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(zlib, name)
+
+    @staticmethod
+    def compressobj(level: int = zlib.Z_DEFAULT_COMPRESSION, *args: Any, **kwargs: Any) -> Any:
+        return zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, *args, **kwargs)
+
+
+def _compress_at_default_level_once() -> None:
+    """Installed once for the process; a pydyf that does not use ``zlib.compressobj`` as a
+    module global is left as it is."""
+    import pydyf
+
+    if getattr(pydyf, "zlib", None) is zlib:
+        pydyf.zlib = _DefaultLevelZlib()  # type: ignore[attr-defined]
+
+
 def render_pdf(document: str, images: dict[int, bytes]) -> bytes:
     """The page as a tagged PDF/A-3b (A4, fonts embedded, text selectable)."""
     from weasyprint import HTML  # imported on first use: it loads Pango, slow to start
 
     _read_page_references_once()
+    _compress_at_default_level_once()
     with cyclic_gc_paused():  # a fifth of a long report's rendering time: docs/benchmarks.md
         pdf = HTML(string=document, url_fetcher=ExhibitImages(images).fetcher()).write_pdf(
             pdf_variant=PDF_VARIANT, pdf_tags=True)

@@ -399,3 +399,21 @@ def test_page_references_are_kept_until_a_page_is_added() -> None:
         pages.append(page)
         assert pdf.page_references == tuple(f"{p.number} 0 R".encode() for p in pages)
     assert pdf.page_references is pdf.page_references
+
+
+def test_pdf_streams_are_compressed_at_zlibs_default_level() -> None:
+    import zlib
+
+    import pydyf
+
+    from app.reports import court_summary
+
+    court_summary._compress_at_default_level_once()
+    court_summary._compress_at_default_level_once()  # installed once
+    text = b"0 0 0 rg 72 720 Td (Fictional line of a report) Tj\n" * 2000
+    stream = pydyf.Stream([text], compress=True)
+    data = stream.data
+    compressed = data[data.index(b"stream\n") + 7:data.rindex(b"\nendstream")]
+    assert zlib.decompress(compressed) == text
+    assert compressed == zlib.compress(text, zlib.Z_DEFAULT_COMPRESSION)
+    assert pydyf.zlib.crc32(b"x") == zlib.crc32(b"x")  # the rest is zlib's own
