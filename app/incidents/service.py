@@ -537,6 +537,49 @@ def open_history(db: Session, actor: Actor, incident_id: UUID,
     return entries
 
 
+def open_histories(db: Session, actor: Actor, incident_ids: Sequence[UUID]
+                   ) -> list[tuple[Incident, list[HistoryEntry]]]:
+    """Every revision of each incident (a report's), opened oldest first with what changed
+    from the one before, in the order of ``incident_ids``: what :func:`open_history` gives
+    for one incident, each read audited the same way, in three statements for them all.
+    404 when any of them is out of reach."""
+    if not actor.is_user:
+        raise NotFound("No such incident.")
+    wanted = list(dict.fromkeys(incident_ids))
+    found: dict[UUID, Incident] = {}
+    revisions: dict[UUID, list[IncidentRevision]] = {}
+    for lo in range(0, len(wanted), 500):  # bounded IN lists
+        chunk = wanted[lo:lo + 500]
+        for incident in db.scalars(readable_incidents(actor).where(
+                Incident.id.in_(chunk))):  # type: ignore[attr-defined]
+            found[incident.id] = incident
+        for revision in db.scalars(sa.select(IncidentRevision).where(
+                IncidentRevision.org_id == actor.org_id,
+                IncidentRevision.incident_id.in_(chunk))  # type: ignore[attr-defined]
+                .order_by(IncidentRevision.incident_id, IncidentRevision.revision)):
+            revisions.setdefault(revision.incident_id, []).append(revision)
+    if len(found) != len(wanted):
+        raise NotFound("No such incident.")
+    categories = categories_of(db, [r.id for rows in revisions.values() for r in rows])
+    out = []
+    for incident_id in wanted:
+        incident, rows = found[incident_id], revisions.get(incident_id, [])
+        entries: list[HistoryEntry] = []
+        previous: RevisionRecord | None = None
+        for revision in rows:
+            record = open_revision(db, incident, revision, categories[revision.id])
+            changes = diff_plans(previous.state(), record.state()) if previous else []
+            entries.append(HistoryEntry(record, changes))
+            previous = record
+        if rows:
+            audit.record(db, actor, "incident.revisions_read", incident,
+                         details={"client_id": str(incident.client_id),
+                                  "from_revision": rows[0].revision,
+                                  "to_revision": rows[-1].revision})
+        out.append((incident, entries))
+    return out
+
+
 def summaries(db: Session, revisions: Sequence[sa.Row[Any]]) -> dict[UUID, list[str]]:
     """The categories of listed revisions (clear, no decryption needed)."""
     return categories_of(db, [r.id for r in revisions])

@@ -310,11 +310,7 @@ def collect(db: Session, actor: Actor, *, org_id: UUID, client_id: UUID,
     all_states: list[dict[str, Any]] = []
     author_ids: set[UUID] = set()
     heads: list[tuple[IncidentRevision, Incident, list[incidents.HistoryEntry]]] = []
-    for incident_id in data_in.incident_ids:
-        incident = incidents.get_incident(db, actor, incident_id)
-        rows = list(db.scalars(incidents.list_revisions(db, actor, incident_id)
-                               .order_by(IncidentRevision.revision)))
-        history = incidents.open_history(db, actor, incident_id, rows)
+    for incident, history in incidents.open_histories(db, actor, data_in.incident_ids):
         heads.append((history[-1].record.revision, incident, history))
     heads.sort(key=lambda h: (h[0].occurred_start, h[1].created_at, str(h[1].id)))
 
