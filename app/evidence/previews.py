@@ -129,9 +129,11 @@ def make_preview(evidence_id: UUID, storage: Storage, *, work: Work | None = Non
         delete_on_rollback(db, storage, key)
         insert: Any = (postgresql_insert if db.get_bind().dialect.name == "postgresql"
                        else sqlite_insert)
-        kept = db.execute(insert(EvidencePreview).values(
+        table = EvidencePreview.__table__  # a Core INSERT: the ORM's does not count rows
+        kept = db.connection().execute(insert(table).values(
             evidence_id=evidence.id, org_id=evidence.org_id, storage_key=key,
-            made_at=utcnow()).on_conflict_do_nothing(index_elements=["evidence_id"])).rowcount
+            made_at=utcnow()).on_conflict_do_nothing(index_elements=["evidence_id"])
+            .returning(table.c.evidence_id)).first() is not None  # type: ignore[attr-defined]
     if not kept:  # another worker's preview was kept first
         storage.delete(key)
         return "exists"
