@@ -387,10 +387,8 @@ def _build(work: Work, claim: service.Claim, storage: Storage, settings: Setting
             chart = court_summary.timeline_svg(data, date.fromisoformat(period["start"]),
                                                date.fromisoformat(period["end"]))
             progress(75, "rendering_pdf")
-            document = court_summary.render_html(
-                data, chart=chart, previews=court_summary.preview_urls(previews),
-                report_id=claim.report_id)
-            pdf = court_summary.render_pdf(document, previews)
+            pdf = court_summary.render_report(data, chart=chart, previews=previews,
+                                              report_id=claim.report_id)
             progress(90, "signing")
             manifest = _manifest(gathered, claim, kind="court_summary",
                                  generated_at=generated_at, signer=signer, pdf=pdf,

@@ -24,6 +24,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+import structlog
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlmodel import Session
 
@@ -44,6 +45,8 @@ from app.reports import redaction
 from app.reports.schemas import CourtSummaryCreate
 from app.resources.models import Resource
 from app.safety_plans.service import diff_plans
+
+log = structlog.get_logger("app.reports.court_summary")
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 TEMPLATE = "court_summary.html"
@@ -557,13 +560,39 @@ def _environment() -> Environment:
 
 
 def render_html(data: dict[str, Any], *, chart: str, previews: dict[int, str],
-                report_id: UUID) -> str:
-    """The report as one HTML page (every value escaped; the chart is our own SVG)."""
+                report_id: UUID, part: dict[str, Any] | None = None) -> str:
+    """The report as one HTML page (every value escaped; the chart is our own SVG), or
+    one ``part`` of it (``first``/``end``: the incidents it shows; ``opens``/``closes``:
+    whether it has the cover and overview, or the exhibits and certification)."""
     from markupsafe import Markup
 
     return _environment().get_template(TEMPLATE).render(
         report=data, chart=Markup(chart), previews=previews,  # noqa: S704 - built above
-        report_id=str(report_id))
+        report_id=str(report_id), part=part)
+
+
+def render_report(data: dict[str, Any], *, chart: str, previews: dict[int, bytes],
+                  report_id: UUID) -> bytes:
+    """The report's PDF: a long one rendered in two processes and joined
+    (:mod:`app.reports.parts`), any other whole in this one."""
+    from app.reports import parts
+
+    urls = preview_urls(previews)
+    first = parts.plan(data)
+    if first is not None:
+        shown = len(data["incidents"])
+        try:
+            return parts.render_in_parts(
+                render_html(data, chart=chart, previews=urls, report_id=report_id,
+                            part={"first": 0, "end": first, "opens": True, "closes": False}),
+                render_html(data, chart=chart, previews=urls, report_id=report_id,
+                            part={"first": first, "end": shown, "opens": False,
+                                  "closes": True}),
+                previews)
+        except parts.PartsFailed:
+            log.warning("report_rendered_whole", reason="parts_failed")
+    return render_pdf(render_html(data, chart=chart, previews=urls, report_id=report_id),
+                      previews)
 
 
 class ExhibitImages:
