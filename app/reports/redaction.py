@@ -18,8 +18,9 @@ every hidden value once more, and the build fails rather than render one.
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,8 +77,11 @@ def _pattern(value: str) -> str:
     # Whole words only where the value starts or ends with a word character, so that a
     # child called "Al" is not scrubbed out of "also".
     start = r"(?<!\w)" if re.match(r"\w", value) else ""
-    end = r"(?!\w)" if re.search(r"\w$", value) else ""
-    return start + body + end
+    return start + body + _end(value)
+
+
+def _end(value: str) -> str:
+    return r"(?!\w)" if re.search(r"\w$", value) else ""
 
 
 @dataclass
@@ -101,14 +105,18 @@ class Redactor:
     def scrub(self, data: Any) -> Any:
         """``data`` with every hidden value replaced by its label (a new structure)."""
         compiled = self._compiled()
-        # One search for any of the values first: most texts of a report hold none, and
-        # those are left as they are after one pass instead of one per value. A text that
-        # holds one goes through every value in turn, longest first, as before.
-        anywhere = _any_of(pattern for pattern, _ in compiled)
+        if not compiled:
+            return data
+        # First, which texts hold any of the values at all (most texts of a report hold
+        # none): one search over all of them. Only those go through every value in turn,
+        # longest first, as before.
+        everything = [value for values in self.values.values() for value in values]
+        holding = _holding(_any_of(everything), list(_strings(data)))
+        seen = iter(range(1 << 62))
 
         def walk(item: Any) -> Any:
             if isinstance(item, str):
-                if anywhere.search(item) is None:
+                if next(seen) not in holding:
                     return item
                 for pattern, label in compiled:
                     item = pattern.sub(label, item)
@@ -119,34 +127,59 @@ class Redactor:
                 return [walk(value) for value in item]
             return item
 
-        return walk(data) if compiled else data
+        return walk(data)
 
     def leftovers(self, data: Any) -> list[str]:
         """The kinds whose values can still be found in ``data`` (should be none)."""
-        texts: list[str] = []
-
-        def collect(item: Any) -> None:
-            if isinstance(item, str):
-                texts.append(item)
-            elif isinstance(item, dict):
-                for value in item.values():
-                    collect(value)
-            elif isinstance(item, list | tuple):
-                for value in item:
-                    collect(value)
-
-        collect(data)
-        found = []
-        for kind, values in self.values.items():
-            pattern = _any_of(re.compile(_pattern(v), re.IGNORECASE) for v in values)
-            if any(pattern.search(text) for text in texts):
-                found.append(kind)
-        return found
+        texts = list(_strings(data))
+        return [kind for kind, values in self.values.items()
+                if _holding(_any_of(values), texts)]
 
 
-def _any_of(patterns: Iterable[re.Pattern[str]]) -> re.Pattern[str]:
-    """One pattern that finds a text where any of ``patterns`` finds it (none: never)."""
-    sources = [f"(?:{p.pattern})" for p in patterns]
+def _strings(item: Any) -> Iterator[str]:
+    """Every text in ``item`` (dict values, list items), in the order ``scrub`` walks."""
+    if isinstance(item, str):
+        yield item
+    elif isinstance(item, dict):
+        for value in item.values():
+            yield from _strings(value)
+    elif isinstance(item, list | tuple):
+        for value in item:
+            yield from _strings(value)
+
+
+# Joins the texts for one search over all of them. No value can match across it: a value's
+# pattern matches only its own characters and whitespace, and its word boundaries see the
+# separator as the start or end of a text.
+SEPARATOR = "\x00"
+
+
+def _holding(pattern: re.Pattern[str], texts: list[str]) -> set[int]:
+    """The indexes of the texts in which ``pattern`` finds something."""
+    if any(SEPARATOR in text for text in texts) or SEPARATOR in pattern.pattern:
+        return {n for n, text in enumerate(texts) if pattern.search(text)}
+    starts, at = [], 0
+    for text in texts:
+        starts.append(at)
+        at += len(text) + 1
+    return {bisect.bisect_right(starts, found.start()) - 1
+            for found in pattern.finditer(SEPARATOR.join(texts))}
+
+
+def _any_of(values: Iterable[str]) -> re.Pattern[str]:
+    """One pattern that finds a text where the pattern of any of ``values`` finds it (none:
+    never). Each alternative starts with the value's first character and checks the word
+    boundary before it just after (``x(?<!\\w.)`` rather than ``(?<!\\w)x``): the same
+    matches, but the regular expression engine can then skip the positions where no value
+    starts — about three times as fast over a long report."""
+    sources = []
+    for value in values:
+        words = value.split()
+        body = re.escape(words[0][0])
+        if re.match(r"\w", value):
+            body += r"(?<!\w(?s:.))"
+        body += re.escape(words[0][1:]) + "".join(r"\s+" + re.escape(w) for w in words[1:])
+        sources.append(f"(?:{body}{_end(value)})")
     return re.compile("|".join(sources) if sources else r"(?!)", re.IGNORECASE)
 
 

@@ -16,10 +16,15 @@ VALUES = {
     "children_names": ["Al", "Ann Smith"],
     "witness_names": ["Smith Street 5", "J. Doe-Fictional"],
     "client_contact_details": ["+44 7700 900456", "fictional@example.test"],
+    "shelter_locations": ["Ayşe Yılmaz Evi", "Straße 5", "Kiel"],
 }
+# Texts are made of these: the values, near misses, other cases and scripts (a dotless ı,
+# a long ſ, a Kelvin sign, a capital ẞ: the regular expressions' case-insensitive
+# equivalences), whitespace of every kind, and the separator the one-pass search uses.
 PIECES = [*(v for values in VALUES.values() for v in values), "also", "Alan", "ANN SMITH",
-          "7  imaginary   close", "Street", " ", ", ", "\n", "the client said", "(", ")",
-          "Smith", "Ann", "900456", "x"]
+          "7  imaginary   close", "Street", " ", ", ", "\n", "\t", "the client said", "(",
+          ")", "Smith", "Ann", "900456", "x", "AYŞE YILMAZ EVİ", "ayşe yilmaz evi",
+          "ſtraße 5", "STRAẞE 5", "Strasse 5", "\u212aiel", "KİEL", "\x00", "é", "_"]
 
 
 def redactor() -> Redactor:
@@ -56,7 +61,7 @@ def kinds_found_one_by_one(made: Redactor, texts: list[str]) -> list[str]:
 texts = st.lists(st.sampled_from(PIECES), max_size=8).map("".join)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.lists(texts, max_size=6))
 def test_scrubbing_is_the_same_as_trying_every_value_on_every_text(found: list[str]) -> None:
     made = redactor()
@@ -64,11 +69,22 @@ def test_scrubbing_is_the_same_as_trying_every_value_on_every_text(found: list[s
     assert made.scrub(data) == every_value_on_every_text(made, data)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.lists(texts, max_size=6))
 def test_leftovers_are_the_same_as_searching_every_value(found: list[str]) -> None:
     made = redactor()
     assert made.leftovers({"texts": found}) == kinds_found_one_by_one(made, found)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(texts, max_size=4), st.sampled_from(["Al\x00", "x\x00y", "Ann Smith"]))
+def test_a_value_or_text_with_the_separator_is_searched_text_by_text(
+        found: list[str], odd: str) -> None:
+    made = redactor()
+    made.add("witness_names", [odd])
+    data = {"texts": found}
+    assert made.scrub(data) == every_value_on_every_text(made, data)
+    assert made.leftovers(data) == kinds_found_one_by_one(made, found)
 
 
 def test_examples() -> None:
