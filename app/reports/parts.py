@@ -35,6 +35,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
@@ -239,8 +240,11 @@ def render_in_parts(first: str, second: str, images: dict[int, bytes]) -> bytes:
             child.tell(pages, total)
             return 0, total
 
+        started = time.perf_counter()
         first_pdf = _render(first, images, exchange)
+        first_done = time.perf_counter()
         second_pdf = child.next_frame()
+        second_done = time.perf_counter()
         if child.process.wait(timeout=CHILD_TIMEOUT) != 0:
             raise PartsFailed("the second part's process failed")
     except BaseException:
@@ -252,7 +256,12 @@ def render_in_parts(first: str, second: str, images: dict[int, bytes]) -> bytes:
         raise
     finally:
         child.close()
-    return join(first_pdf, second_pdf, counts["first"])
+    joined = join(first_pdf, second_pdf, counts["first"])
+    log.info("report_rendered_in_parts", pages=[counts["first"], counts["second"]],
+             first_s=round(first_done - started, 2),
+             second_later_s=round(second_done - first_done, 2),
+             join_s=round(time.perf_counter() - second_done, 2))
+    return joined
 
 
 # --- the join --------------------------------------------------------------------------------
