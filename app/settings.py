@@ -184,6 +184,10 @@ class Settings(BaseSettings):
     report_verify_max_bytes: int = Field(
         default=1024 * 1024 * 1024, ge=1024,
         description="Largest upload to the report verification endpoint (a whole bundle)")
+    report_split_from_pages: float = Field(
+        default=80, ge=0, le=1_000_000,
+        description="A court summary estimated at this many pages or more is rendered in "
+                    "two processes and joined (0: every one; a huge number: never)")
     report_suppression_threshold: int = Field(
         default=5, ge=1, le=100,
         description="Funder reports hide every count from 1 to this many (small-cell "

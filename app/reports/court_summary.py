@@ -576,9 +576,10 @@ def render_report(data: dict[str, Any], *, chart: str, previews: dict[int, bytes
     """The report's PDF: a long one rendered in two processes and joined
     (:mod:`app.reports.parts`), any other whole in this one."""
     from app.reports import parts
+    from app.settings import get_settings
 
     urls = preview_urls(previews)
-    first = parts.plan(data)
+    first = parts.plan(data, split_from=get_settings().report_split_from_pages)
     if first is not None:
         shown = len(data["incidents"])
         try:

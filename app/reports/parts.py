@@ -44,12 +44,11 @@ import structlog
 
 log = structlog.get_logger("app.reports.parts")
 
-# Split only a document long enough to gain: below about 100 pages a second process (its
-# start and WeasyPrint's loading, about a second) costs more than it saves. Weights are in
-# rendering time, measured on the benchmark's report: an incident (about half a page)
-# costs about 0.04 s, a correction of it about 0.025 s more, an exhibit (a page, its image
-# passed through as it is) about 0.055 s.
-SPLIT_FROM_WEIGHT = 80.0
+# Split only a document long enough to gain (ADVOCASE_REPORT_SPLIT_FROM_PAGES, 80 by
+# default): below that a second process (its start and WeasyPrint's loading, about a
+# second) costs more than it saves. Weights are in pages of rendering time, measured on the
+# benchmark's report: an incident (about half a page) costs about 0.04 s, a correction of
+# it about 0.025 s more, an exhibit (a page, its image passed through as it is) 0.055 s.
 INCIDENT_WEIGHT = 0.55
 REVISION_WEIGHT = 0.35
 EXHIBIT_WEIGHT = 0.75
@@ -63,13 +62,14 @@ class PartsFailed(Exception):
     """The parts could not be rendered or joined: render the document whole instead."""
 
 
-def plan(data: dict[str, Any], *, split_from: float | None = None) -> int | None:
-    """How many incidents the first part shows, or None to render the report whole."""
+def plan(data: dict[str, Any], *, split_from: float) -> int | None:
+    """How many incidents the first part shows, or None to render the report whole (a
+    report estimated under ``split_from`` pages, or without incidents)."""
     incidents = data["incidents"]
     weights = [INCIDENT_WEIGHT + REVISION_WEIGHT * (len(i["revisions"]) - 1)
                for i in incidents]
     total = HEAD_WEIGHT + sum(weights) + EXHIBIT_WEIGHT * len(data["exhibits"])
-    if total < (SPLIT_FROM_WEIGHT if split_from is None else split_from) or not incidents:
+    if total < split_from or not incidents:
         return None
     first, done = 0, HEAD_WEIGHT
     while first < len(incidents) and done + weights[first] / 2 < total / 2:

@@ -15,6 +15,7 @@ import pytest
 from pypdf import PdfReader
 
 from app.reports import court_summary, parts
+from app.settings import Settings, get_settings
 from tests.reports.conftest import Case
 from tests.reports.test_court_summary import HIDDEN_BY_STANDARD, built
 
@@ -74,7 +75,7 @@ def split_always(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         used.append(1)
         return render(first, second, images)
 
-    monkeypatch.setattr(parts, "SPLIT_FROM_WEIGHT", 0.0)
+    monkeypatch.setattr(get_settings(), "report_split_from_pages", 0.0)
     monkeypatch.setattr(parts, "render_in_parts", counted)
     return used
 
@@ -86,11 +87,13 @@ def test_a_short_report_is_not_split_and_a_long_one_is_split_where_halves_cost_a
                               for n in range(incidents)],
                 "exhibits": [{} for _ in range(exhibits)]}
 
-    assert parts.plan(report(20, 10)) is None
-    assert parts.plan(report(0, 300)) is None  # nothing to put in the first part
+    split_from = Settings.model_fields["report_split_from_pages"].default
+    assert parts.plan(report(20, 10), split_from=split_from) is None
+    assert parts.plan(report(0, 300), split_from=0) is None  # nothing for the first part
+    assert parts.plan(report(3, 1), split_from=0) is not None
     for incidents, exhibits, revised in ((500, 200, 10), (300, 0, 0), (60, 300, 30)):
         data = report(incidents, exhibits, revised)
-        first = parts.plan(data)
+        first = parts.plan(data, split_from=split_from)
         assert first is not None and 1 <= first <= incidents
         weights = [parts.INCIDENT_WEIGHT + parts.REVISION_WEIGHT * (len(i["revisions"]) - 1)
                    for i in data["incidents"]]
@@ -132,7 +135,7 @@ def test_a_split_report_reads_as_one_document(client, case: Case, sent_tasks, ru
 def test_a_second_part_that_fails_or_hangs_is_rendered_whole(
         client, case: Case, sent_tasks, run_build, monkeypatch: pytest.MonkeyPatch,
         command: tuple[str, ...]) -> None:
-    monkeypatch.setattr(parts, "SPLIT_FROM_WEIGHT", 0.0)
+    monkeypatch.setattr(get_settings(), "report_split_from_pages", 0.0)
     monkeypatch.setattr(parts, "CHILD_COMMAND", command)
     monkeypatch.setattr(parts, "CHILD_TIMEOUT", 3.0)
     whole_renders: list[int] = []

@@ -51,13 +51,14 @@ class Workers:
     env: dict[str, str]
     storage: Storage
 
-    def start(self, queue: str, name: str) -> subprocess.Popen[bytes]:
+    def start(self, queue: str, name: str, *, env: dict[str, str] | None = None,
+              log: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
         """A worker process in a process group of its own (kill -9 takes its pool too)."""
         process = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "app.cli", "worker", "--concurrency", "1",
              "--hostname", f"{name}-{uuid.uuid4().hex[:8]}@localhost"],
-            cwd=PROJECT, env=self.env | {"ADVOCASE_TASK_QUEUE": queue},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            cwd=PROJECT, env=self.env | {"ADVOCASE_TASK_QUEUE": queue} | (env or {}),
+            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         self.app.send_task(PING_TASK, queue=queue).get(timeout=90, interval=0.05)
         return process
 
@@ -256,3 +257,37 @@ def test_a_worker_killed_mid_build_leaves_the_report_retryable(workers: Workers,
     after = status_of(workers, report_id)
     assert (after.status, after.attempts, after.bundle_key) == ("done", 2, done.bundle_key)
 
+
+
+def test_a_real_worker_renders_a_long_summary_in_two_processes(workers: Workers,
+                                                                tmp_path: Path) -> None:
+    """Every summary counts as long for this worker: its build starts the second part's
+    process, and the joined PDF is numbered across both parts and verifies."""
+    import io
+    import re
+
+    from pypdf import PdfReader
+
+    case, report_id = seeded(workers)
+    queue = f"{workers.app.conf.task_default_queue}-parts"
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        worker = workers.start(queue, "parts", log=log, env={
+            "ADVOCASE_REPORT_SPLIT_FROM_PAGES": "0", "ADVOCASE_LOG_LEVEL": "INFO"})
+    try:
+        workers.app.send_task(REPORT_BUILD_TASK, args=[str(report_id)], queue=queue)
+        done = wait_for(workers, report_id, lambda r: r.status in ("done", "failed"), [])
+    finally:
+        _stop(worker)
+    assert done.status == "done", done.failure_detail
+    logged = log_path.read_text()
+    assert "report_rendered_in_parts" in logged and "report_rendered_whole" not in logged
+    assert verify_result(workers, case, report_id).ok
+    with workers.unit() as db:
+        found = service.open_download(db, case.actor(), report_id, "pdf",
+                                      storage=workers.storage)
+        pdf = b"".join(found.chunks)
+    pages = PdfReader(io.BytesIO(pdf)).pages
+    numbers = [re.search(r"Page (\d+) of (\d+)", page.extract_text() or "").groups()
+               for page in pages]
+    assert numbers == [(str(n), str(len(pages))) for n in range(1, len(pages) + 1)]
