@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,3 +137,30 @@ def app(make_app: Callable[..., FastAPI]) -> FastAPI:
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def sent_tasks() -> Iterator[list[tuple[str, list[Any]]]]:
+    """The Celery tasks the code under test sends after its commits, as (name, args), not
+    sent (modules that need the send options too define their own)."""
+    from app.core import deferred
+
+    sent: list[tuple[str, list[Any]]] = []
+    deferred.set_sender(lambda name, args, options: sent.append((name, args)))
+    yield sent
+    deferred.set_sender(None)
+
+
+@pytest.fixture
+def bound_work(db: Session) -> Callable[..., Any]:
+    """A unit of work inside the test's transaction: what a worker or command would open."""
+    from contextlib import contextmanager
+
+    from app.db import committing
+
+    @contextmanager
+    def work(engine: Any = None, *, reading: bool = False) -> Iterator[Session]:
+        with committing(db):
+            yield db
+
+    return work

@@ -524,16 +524,23 @@ def open_history(db: Session, actor: Actor, incident_id: UUID,
             IncidentRevision.revision == rows[0].revision - 1))
         if before is not None:
             previous = _open_many(db, incident, [before])[0]
+    return _history(db, actor, incident, _open_many(db, incident, rows), previous)
+
+
+def _history(db: Session, actor: Actor, incident: Incident, records: list[RevisionRecord],
+             previous: RevisionRecord | None = None) -> list[HistoryEntry]:
+    """Opened revisions (oldest first) with what each changed from the one before; the
+    read is audited."""
     entries = []
-    for record in _open_many(db, incident, rows):
+    for record in records:
         changes = diff_plans(previous.state(), record.state()) if previous else []
         entries.append(HistoryEntry(record, changes))
         previous = record
-    if rows:
+    if records:
         audit.record(db, actor, "incident.revisions_read", incident,
                      details={"client_id": str(incident.client_id),
-                              "from_revision": rows[0].revision,
-                              "to_revision": rows[-1].revision})
+                              "from_revision": records[0].revision.revision,
+                              "to_revision": records[-1].revision.revision})
     return entries
 
 
@@ -563,20 +570,10 @@ def open_histories(db: Session, actor: Actor, incident_ids: Sequence[UUID]
     categories = categories_of(db, [r.id for rows in revisions.values() for r in rows])
     out = []
     for incident_id in wanted:
-        incident, rows = found[incident_id], revisions.get(incident_id, [])
-        entries: list[HistoryEntry] = []
-        previous: RevisionRecord | None = None
-        for revision in rows:
-            record = open_revision(db, incident, revision, categories[revision.id])
-            changes = diff_plans(previous.state(), record.state()) if previous else []
-            entries.append(HistoryEntry(record, changes))
-            previous = record
-        if rows:
-            audit.record(db, actor, "incident.revisions_read", incident,
-                         details={"client_id": str(incident.client_id),
-                                  "from_revision": rows[0].revision,
-                                  "to_revision": rows[-1].revision})
-        out.append((incident, entries))
+        incident = found[incident_id]
+        records = [open_revision(db, incident, revision, categories[revision.id])
+                   for revision in revisions.get(incident_id, [])]
+        out.append((incident, _history(db, actor, incident, records)))
     return out
 
 

@@ -17,7 +17,6 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from app.clients import service as clients_service
-from app.core import deferred
 from app.core.audit import AuditEvent
 from app.db import committing, utcnow
 from app.evidence import service
@@ -25,14 +24,6 @@ from app.notifications import service as notifications
 from app.notifications.models import Notification
 from tests.consents.factories import make_client
 from tests.evidence.conftest import jpeg, make_incident, stored_files, uploaded
-
-
-@pytest.fixture
-def sent_tasks() -> Iterator[list[tuple[str, list[Any]]]]:
-    sent: list[tuple[str, list[Any]]] = []
-    deferred.set_sender(lambda name, args, options: sent.append((name, args)))
-    yield sent
-    deferred.set_sender(None)
 
 
 @pytest.fixture

@@ -5,10 +5,7 @@ their own associated data, and swept when no row names them."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
 from uuid import UUID
 
 import pytest
@@ -16,9 +13,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from app.clients import service as clients_service
-from app.core import deferred
 from app.core.storage import LocalStorage, decrypting_reader
-from app.db import committing
 from app.evidence import previews, service
 from app.evidence.models import Evidence, EvidencePreview
 from tests.evidence.conftest import Agency, jpeg, upload, uploaded
@@ -36,26 +31,6 @@ def photo(size: tuple[int, int] = (1800, 1000)) -> bytes:
     out = io.BytesIO()
     image.save(out, "JPEG", exif=exif, quality=90)
     return out.getvalue()
-
-
-@pytest.fixture
-def sent_tasks() -> Iterator[list[tuple[str, list[Any]]]]:
-    sent: list[tuple[str, list[Any]]] = []
-    deferred.set_sender(lambda name, args, options: sent.append((name, args)))
-    yield sent
-    deferred.set_sender(None)
-
-
-@pytest.fixture
-def work(db: Session) -> Callable[..., Any]:
-    """The worker's units of work, inside the test's transaction."""
-
-    @contextmanager
-    def unit(engine: Any = None, *, reading: bool = False) -> Iterator[Session]:
-        with committing(db):
-            yield db
-
-    return unit
 
 
 def evidence_row(db: Session, body: dict) -> Evidence:
@@ -83,12 +58,12 @@ def test_only_an_image_queues_a_preview_and_only_by_id(client, agency: Agency,
 
 
 def test_a_preview_is_made_once_reduced_without_metadata_and_sealed(
-        client, agency: Agency, db: Session, storage: LocalStorage, work, sent_tasks) -> None:
+        client, agency: Agency, db: Session, storage: LocalStorage, bound_work, sent_tasks) -> None:
     from PIL import Image
 
     row = evidence_row(db, uploaded(client, agency, photo()))
     assert kept(db, storage, row) is None
-    assert previews.make_preview(row.id, storage, work=work) == "made"
+    assert previews.make_preview(row.id, storage, work=bound_work) == "made"
     [key] = preview_files(storage, agency.org.id)
     data = kept(db, storage, row)
     assert data is not None
@@ -102,19 +77,19 @@ def test_a_preview_is_made_once_reduced_without_metadata_and_sealed(
     assert not raw.startswith(b"\xff\xd8") and data not in raw
 
     # Again (a redelivered task): nothing new is made.
-    assert previews.make_preview(row.id, storage, work=work) == "exists"
+    assert previews.make_preview(row.id, storage, work=bound_work) == "exists"
     assert preview_files(storage, agency.org.id) == [key]
     assert db.scalar(sa.select(sa.func.count()).select_from(EvidencePreview).where(
         EvidencePreview.evidence_id == row.id)) == 1
 
 
 def test_a_preview_does_not_open_as_the_original_nor_for_another_evidence(
-        client, agency: Agency, db: Session, storage: LocalStorage, work, sent_tasks) -> None:
+        client, agency: Agency, db: Session, storage: LocalStorage, bound_work, sent_tasks) -> None:
     import tink
 
     row = evidence_row(db, uploaded(client, agency, photo()))
     other = evidence_row(db, uploaded(client, agency, photo((900, 900))))
-    assert previews.make_preview(row.id, storage, work=work) == "made"
+    assert previews.make_preview(row.id, storage, work=bound_work) == "made"
     key = previews.kept_previews(db, [row.id])[row.id]
     keyset = service.open_keyset(db, row)
     with pytest.raises(tink.TinkError), decrypting_reader(
@@ -128,10 +103,10 @@ def test_a_preview_does_not_open_as_the_original_nor_for_another_evidence(
 
 
 def test_no_preview_from_a_file_that_does_not_match_its_record(
-        client, agency: Agency, db: Session, storage: LocalStorage, work, sent_tasks) -> None:
+        client, agency: Agency, db: Session, storage: LocalStorage, bound_work, sent_tasks) -> None:
     row = evidence_row(db, uploaded(client, agency, photo()))
     alter_one_byte(storage.root / row.storage_key, 1_000)
-    assert previews.make_preview(row.id, storage, work=work) == "unreadable"
+    assert previews.make_preview(row.id, storage, work=bound_work) == "unreadable"
     assert preview_files(storage, agency.org.id) == []
     assert previews.kept_previews(db, [row.id]) == {}
 
@@ -141,33 +116,33 @@ def test_no_preview_from_a_file_that_does_not_match_its_record(
     (b"Fictional plain-text note\n" * 10, "fictional-note.txt", "not_an_image"),
 ])
 def test_what_is_not_a_picture_gets_none(client, agency: Agency, db: Session,
-                                         storage: LocalStorage, work, sent_tasks,
+                                         storage: LocalStorage, bound_work, sent_tasks,
                                          content: bytes, name: str, outcome: str) -> None:
     response = upload(client, agency, content, filename=name)
     assert response.status_code == 201, response.text
     row = evidence_row(db, response.json())
-    assert previews.make_preview(row.id, storage, work=work) == outcome
+    assert previews.make_preview(row.id, storage, work=bound_work) == outcome
     assert preview_files(storage, agency.org.id) == []
 
 
 def test_a_shredded_client_or_unknown_id_is_gone(client, agency: Agency, db: Session,
-                                                 storage: LocalStorage, work,
+                                                 storage: LocalStorage, bound_work,
                                                  sent_tasks) -> None:
     from uuid import uuid4
 
     from app.core import keys
 
     row = evidence_row(db, uploaded(client, agency, photo()))
-    assert previews.make_preview(uuid4(), storage, work=work) == "gone"
+    assert previews.make_preview(uuid4(), storage, work=bound_work) == "gone"
     clients_service.purge_client(db, agency.actor("supervisor"), agency.client_id)
     db.commit()
     keys.clear_key_caches()
-    assert previews.make_preview(row.id, storage, work=work) == "gone"
+    assert previews.make_preview(row.id, storage, work=bound_work) == "gone"
     assert preview_files(storage, agency.org.id) == []
 
 
 def test_two_workers_at_once_keep_one_preview(client, agency: Agency, db: Session,
-                                              storage: LocalStorage, work, sent_tasks,
+                                              storage: LocalStorage, bound_work, sent_tasks,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     row = evidence_row(db, uploaded(client, agency, photo()))
     reduce = previews.reduce
@@ -176,11 +151,11 @@ def test_two_workers_at_once_keep_one_preview(client, agency: Agency, db: Sessio
     def while_another_finishes(content: bytes) -> bytes | None:
         # The other worker reads, reduces and keeps its preview while this one reduces.
         monkeypatch.setattr(previews, "reduce", reduce)
-        outcomes.append(previews.make_preview(row.id, storage, work=work))
+        outcomes.append(previews.make_preview(row.id, storage, work=bound_work))
         return reduce(content)
 
     monkeypatch.setattr(previews, "reduce", while_another_finishes)
-    outer = previews.make_preview(row.id, storage, work=work)
+    outer = previews.make_preview(row.id, storage, work=bound_work)
     assert (outer, outcomes) == ("exists", ["made"])
     [key] = preview_files(storage, agency.org.id)  # the loser's object is gone
     assert previews.kept_previews(db, [row.id]) == {row.id: key}
@@ -188,9 +163,9 @@ def test_two_workers_at_once_keep_one_preview(client, agency: Agency, db: Sessio
 
 
 def test_the_sweep_removes_a_preview_no_row_names_and_keeps_the_rest(
-        client, agency: Agency, db: Session, storage: LocalStorage, work, sent_tasks) -> None:
+        client, agency: Agency, db: Session, storage: LocalStorage, bound_work, sent_tasks) -> None:
     row = evidence_row(db, uploaded(client, agency, photo()))
-    assert previews.make_preview(row.id, storage, work=work) == "made"
+    assert previews.make_preview(row.id, storage, work=bound_work) == "made"
     [key] = preview_files(storage, agency.org.id)
     orphan = previews.storage_key(agency.org.id, row.id)
     with storage.create(orphan) as out:
@@ -203,10 +178,10 @@ def test_the_sweep_removes_a_preview_no_row_names_and_keeps_the_rest(
 
 
 def test_the_worker_task_makes_it(client, agency: Agency, db: Session, storage: LocalStorage,
-                                  work, sent_tasks, monkeypatch: pytest.MonkeyPatch) -> None:
+                                  bound_work, sent_tasks, monkeypatch: pytest.MonkeyPatch) -> None:
     from workers import tasks as module
 
-    monkeypatch.setattr(previews, "unit_of_work", work)
+    monkeypatch.setattr(previews, "unit_of_work", bound_work)
     body = uploaded(client, agency, photo())
     [(name, args)] = sent_tasks
     assert name == module.make_evidence_preview.name
@@ -215,7 +190,7 @@ def test_the_worker_task_makes_it(client, agency: Agency, db: Session, storage: 
 
 
 def test_the_daily_check_queues_a_preview_for_an_intact_image_that_has_none(
-        client, agency: Agency, db: Session, storage: LocalStorage, work, sent_tasks,
+        client, agency: Agency, db: Session, storage: LocalStorage, bound_work, sent_tasks,
         tasks, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     import time
 
@@ -224,7 +199,7 @@ def test_the_daily_check_queues_a_preview_for_an_intact_image_that_has_none(
     altered = evidence_row(db, uploaded(client, agency, photo((700, 500))))
     note = upload(client, agency, b"Fictional plain-text note\n" * 10,
                   filename="fictional-note.txt").json()
-    assert previews.make_preview(with_one.id, storage, work=work) == "made"
+    assert previews.make_preview(with_one.id, storage, work=bound_work) == "made"
     alter_one_byte(storage.root / altered.storage_key, 1_000)
     sent_tasks.clear()  # the uploads' own preview tasks, lost (say)
     monkeypatch.setattr(tasks, "EVIDENCE_CHECK_BATCH", 1000)

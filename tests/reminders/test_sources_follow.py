@@ -16,7 +16,6 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from app.clients import service as clients
-from app.core import deferred
 from app.db import committing, utcnow
 from app.legal import service as legal
 from app.referrals import service as referrals
@@ -161,14 +160,6 @@ def test_high_risk_with_no_contact_since_is_due_and_a_contact_moves_it(
 
 
 # --- a change of rules, through the worker task ---------------------------------------------
-
-
-@pytest.fixture
-def sent_tasks() -> Iterator[list[tuple[str, list[Any]]]]:
-    sent: list[tuple[str, list[Any]]] = []
-    deferred.set_sender(lambda name, args, options: sent.append((name, args)))
-    yield sent
-    deferred.set_sender(None)
 
 
 def test_changing_the_rules_resyncs_every_reminder_of_the_org(db: Session, monkeypatch,

@@ -6,8 +6,7 @@ in the test's own session, and the PDF's text."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -18,10 +17,8 @@ from pypdf import PdfReader
 from sqlmodel import Session
 
 from app.clients import service as clients_service
-from app.core import deferred
 from app.core.access import Actor
 from app.core.storage import Storage, get_storage
-from app.db import committing
 from app.evidence import service as evidence_service
 from app.identity.models import Org, StaffUser
 from app.incidents import service as incidents
@@ -232,26 +229,6 @@ def case(db: Session, storage: Storage) -> Case:
     made.tokens = {name: staff_token(db, user) for name, user in made.users.items()}
     db.commit()
     return made
-
-
-@pytest.fixture
-def sent_tasks() -> Iterator[list[tuple[str, list[Any]]]]:
-    sent: list[tuple[str, list[Any]]] = []
-    deferred.set_sender(lambda name, args, options: sent.append((name, args)))
-    yield sent
-    deferred.set_sender(None)
-
-
-@pytest.fixture
-def bound_work(db: Session) -> Callable[..., Any]:
-    """A unit of work inside the test's transaction (what the worker would open)."""
-
-    @contextmanager
-    def work(engine: Any = None, *, reading: bool = False) -> Iterator[Session]:
-        with committing(db):
-            yield db
-
-    return work
 
 
 @pytest.fixture
