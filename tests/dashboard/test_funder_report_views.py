@@ -26,8 +26,7 @@ from tests.reports.test_funder_aggregate import END, START, Agency
 # The report tests' fixtures: the seeded fictional agency (13 clients served, small counts
 # to hide), the captured task messages, a build run in this process as the worker runs it.
 agency = funder.agency
-sent_tasks, run_build, storage, bound_work = (reports.sent_tasks, reports.run_build,
-                                               reports.storage, reports.bound_work)
+run_build, storage = reports.run_build, reports.storage
 
 NEW = "/dashboard/reports/funder/new"
 

@@ -19,8 +19,7 @@ from tests.reports.conftest import PERIOD, Case
 
 # The report tests' fixtures: the seeded fictional case, the captured task messages, a
 # build run in this process as the worker runs it.
-case, sent_tasks, run_build = reports.case, reports.sent_tasks, reports.run_build
-storage, bound_work = reports.storage, reports.bound_work
+case, run_build, storage = reports.case, reports.run_build, reports.storage
 
 
 def _form(case: Case, token: str, **changes: Any) -> dict[str, Any]:
