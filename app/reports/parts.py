@@ -242,6 +242,8 @@ def render_in_parts(first: str, second: str, images: dict[int, bytes]) -> bytes:
 
         started = time.perf_counter()
         first_pdf = _render(first, images, exchange)
+        if "second" not in counts:  # a WeasyPrint that made no margins through the hook
+            raise PartsFailed("the page counts were never exchanged")
         first_done = time.perf_counter()
         second_pdf = child.next_frame()
         second_done = time.perf_counter()

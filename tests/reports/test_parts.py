@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pikepdf
@@ -159,3 +161,20 @@ def test_join_refuses_parts_it_does_not_know() -> None:
         parts.join(first, b"not a PDF", 1)
     with pytest.raises(parts.PartsFailed):
         parts.join(first, first, 2)  # the first part has 1 page, not 2
+
+
+def test_a_weasyprint_that_skips_the_numbering_hook_is_rendered_whole(
+        client, case: Case, sent_tasks, run_build, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As if a later WeasyPrint made its page margins some other way: no page counts are
+    # exchanged, and the report is rendered whole rather than numbered wrongly.
+    monkeypatch.setattr(get_settings(), "report_split_from_pages", 0.0)
+    monkeypatch.setattr(parts, "CHILD_TIMEOUT", 5.0)
+
+    @contextmanager
+    def never_called(exchange: Any) -> Iterator[None]:
+        yield
+
+    monkeypatch.setattr(parts, "_numbered", never_called)
+    report = built(client, case, run_build)
+    numbers = page_numbers(report["pdf"])
+    assert numbers == [(n, len(numbers)) for n in range(1, len(numbers) + 1)]
