@@ -139,7 +139,7 @@ def test_a_second_part_that_fails_or_hangs_is_rendered_whole(
         command: tuple[str, ...]) -> None:
     monkeypatch.setattr(get_settings(), "report_split_from_pages", 0.0)
     monkeypatch.setattr(parts, "CHILD_COMMAND", command)
-    monkeypatch.setattr(parts, "CHILD_TIMEOUT", 3.0)
+    monkeypatch.setattr(parts, "CHILD_TIMEOUT", 1.5)
     whole_renders: list[int] = []
     render_pdf = court_summary.render_pdf
 
