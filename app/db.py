@@ -13,7 +13,7 @@ import re
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -301,6 +301,11 @@ def committing(session: Session) -> Iterator[Session]:
     except BaseException:
         session.rollback()
         raise
+
+
+# What opens a unit of work: ``unit_of_work`` itself, or a test's stand-in bound to its own
+# transaction (tasks and builds take one so tests can run them inside the test's session).
+Work = Callable[..., AbstractContextManager[Session]]
 
 
 @contextmanager

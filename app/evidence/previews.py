@@ -20,8 +20,6 @@ preview is made only from bytes whose SHA-256 matches the record.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -40,13 +38,12 @@ from app.core.storage import (
     delete_on_rollback,
     encrypting_writer,
 )
-from app.db import unit_of_work, utcnow
+from app.db import Work, unit_of_work, utcnow
 from app.evidence import service as evidence_service
 from app.evidence.models import Evidence, EvidencePreview
 
 log = structlog.get_logger("app.evidence.previews")
 
-Work = Callable[..., AbstractContextManager[Session]]
 
 PREVIEW_TASK = "evidence.make_preview"
 PREVIEW_PREFIX = "previews/"

@@ -22,9 +22,8 @@ import json
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -32,7 +31,6 @@ from uuid import UUID
 
 import structlog
 import tink
-from sqlmodel import Session
 
 from app import __version__
 from app.core import keys
@@ -47,7 +45,7 @@ from app.core.storage import (
     get_storage,
     new_object_keyset,
 )
-from app.db import unit_of_work, utcnow
+from app.db import Work, unit_of_work, utcnow
 from app.evidence import previews
 from app.evidence import service as evidence_service
 from app.reports import court_summary, funder_aggregate, service, signing
@@ -56,7 +54,6 @@ from app.settings import Settings, get_settings
 
 log = structlog.get_logger("app.reports.build")
 
-Work = Callable[..., AbstractContextManager[Session]]
 PDF_NAME = "court-summary.pdf"
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"

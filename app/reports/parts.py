@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
+import pikepdf
 import structlog
 
 log = structlog.get_logger("app.reports.parts")
@@ -271,8 +272,6 @@ def render_in_parts(first: str, second: str, images: dict[int, bytes]) -> bytes:
 
 def join(first_pdf: bytes, second_pdf: bytes, first_pages: int) -> bytes:
     """One PDF of the two parts (see the module's docstring for what is kept)."""
-    import pikepdf
-
     try:
         with pikepdf.open(io.BytesIO(first_pdf)) as pdf, \
                 pikepdf.open(io.BytesIO(second_pdf)) as other:
@@ -292,32 +291,27 @@ def join(first_pdf: bytes, second_pdf: bytes, first_pages: int) -> bytes:
         raise PartsFailed("the parts could not be joined") from exc
 
 
-def _join_structure(pdf: Any, other: Any, first_pages: int) -> None:
-    from pikepdf import Array, Name
-
+def _join_structure(pdf: pikepdf.Pdf, other: pikepdf.Pdf, first_pages: int) -> None:
     root, second_root = pdf.Root.StructTreeRoot, other.Root.StructTreeRoot
     if "/Kids" in root.ParentTree or "/Kids" in second_root.ParentTree \
             or len(root.K) != 1 or len(second_root.K) != 1:
         raise PartsFailed("a structure tree of another shape")
     document, second_document = root.K[0], second_root.K[0]
-    if document.S != Name.Document or second_document.S != Name.Document:
+    if document.S != pikepdf.Name.Document or second_document.S != pikepdf.Name.Document:
         raise PartsFailed("a structure tree of another shape")
     nums = root.ParentTree.Nums
     shift = max([int(nums[i]) for i in range(0, len(nums), 2)], default=-1) + 1
-    kids = second_document.K if isinstance(second_document.K, Array) \
-        else Array([second_document.K])
-    joined = document.K if isinstance(document.K, Array) else Array([document.K])
-    for kid in kids:
-        copied = pdf.copy_foreign(kid) if kid.is_indirect else kid
-        if isinstance(copied, pikepdf_dictionary()):
+    joined = _as_array(document.K)
+    for kid in _as_array(second_document.K):
+        copied = _copied(pdf, kid)
+        if isinstance(copied, pikepdf.Dictionary):
             copied.P = document
         joined.append(copied)
     document.K = joined
     second_nums = second_root.ParentTree.Nums
     for i in range(0, len(second_nums), 2):
-        value = second_nums[i + 1]
         nums.append(int(second_nums[i]) + shift)
-        nums.append(pdf.copy_foreign(value) if value.is_indirect else _copied_array(pdf, value))
+        nums.append(_copied(pdf, second_nums[i + 1]))
     for page in pdf.pages[first_pages:]:
         if "/StructParents" in page.obj:
             page.obj.StructParents = int(page.obj.StructParents) + shift
@@ -328,19 +322,22 @@ def _join_structure(pdf: Any, other: Any, first_pages: int) -> None:
         root.ParentTreeNextKey = shift + int(second_root.get("/ParentTreeNextKey", 0))
 
 
-def pikepdf_dictionary() -> type:
-    import pikepdf
-
-    return pikepdf.Dictionary
+def _as_array(value: Any) -> pikepdf.Array:
+    return value if isinstance(value, pikepdf.Array) else pikepdf.Array([value])
 
 
-def _copied_array(pdf: Any, array: Any) -> Any:
-    from pikepdf import Array
+def _copied(pdf: pikepdf.Pdf, value: Any) -> Any:
+    """``value`` of the other part in ``pdf``: an indirect object copied (once: qpdf maps
+    each object of a source to one copy, so references to its pages land on the pages
+    already appended), a direct array item by item."""
+    if getattr(value, "is_indirect", False):
+        return pdf.copy_foreign(value)
+    if isinstance(value, pikepdf.Array):
+        return pikepdf.Array([_copied(pdf, item) for item in value])
+    return value
 
-    return Array([pdf.copy_foreign(item) if item.is_indirect else item for item in array])
 
-
-def _outline_of(other: Any) -> list[tuple[str, int | None, list[Any], list[Any]]]:
+def _outline_of(other: pikepdf.Pdf) -> list[tuple[str, int | None, list[Any], list[Any]]]:
     """The second part's bookmarks as (title, page index, XYZ arguments, children)."""
     pages = {page.obj.objgen: index for index, page in enumerate(other.pages)}
 
@@ -358,20 +355,18 @@ def _outline_of(other: Any) -> list[tuple[str, int | None, list[Any], list[Any]]
         return [item(entry) for entry in outline.root]
 
 
-def _join_outline(pdf: Any, second: list[tuple[str, int | None, list[Any], list[Any]]],
+def _join_outline(pdf: pikepdf.Pdf, second: list[tuple[str, int | None, list[Any], list[Any]]],
                   first_pages: int) -> None:
-    from pikepdf import OutlineItem
-
     def made(entry: tuple[str, int | None, list[Any], list[Any]]) -> Any:
         title, index, where, children = entry
         if index is None:
-            new = OutlineItem(title)
+            new = pikepdf.OutlineItem(title)
         elif len(where) == 3:
             left, top, zoom = where
-            new = OutlineItem(title, first_pages + index, "XYZ",
+            new = pikepdf.OutlineItem(title, first_pages + index, "XYZ",
                               left=left, top=top, zoom=zoom)
         else:
-            new = OutlineItem(title, first_pages + index)
+            new = pikepdf.OutlineItem(title, first_pages + index)
         new.children.extend(made(child) for child in children)
         return new
 
