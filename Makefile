@@ -35,7 +35,8 @@ test: $(STAMP)
 
 BENCHMARKS := tests.bench tests.bench.inprocess tests.bench.audit_verify tests.bench.crypto \
 	tests.bench.clients tests.bench.evidence tests.bench.resources tests.bench.referrals \
-	tests.bench.reminders tests.bench.incidents tests.bench.reports tests.bench.funder
+	tests.bench.reminders tests.bench.incidents tests.bench.reports tests.bench.funder \
+	tests.bench.floor
 
 # Every benchmark runs even when an earlier one misses its target (exit 1) or fails;
 # the list of those that did not pass comes last, and the exit status says so.
