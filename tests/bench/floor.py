@@ -68,9 +68,11 @@ class Row:
     ratio: float = 0.0
 
 
-def floor_server(port: int, workers: int, database_url: str, log_dir: Path) -> Server:
+def floor_server(port: int, workers: int, database_url: str, log_dir: Path,
+                 threads: int) -> Server:
     env = {name: value for name, value in os.environ.items()
-           if not name.startswith("ADVOCASE_")} | {"FLOOR_DATABASE_URL": database_url}
+           if not name.startswith("ADVOCASE_")} | {"FLOOR_DATABASE_URL": database_url,
+                                                   "FLOOR_THREADS": str(threads)}
     return Server(
         name="floor",
         argv=[sys.executable, "-m", "uvicorn", "tests.bench.floor_app:app", "--host", HOST,
@@ -103,6 +105,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--page-connections", type=bounded(1, 1024), default=16,
                         help="connections for /page-shape (default 16, as the incident list "
                         "benchmark)")
+    parser.add_argument("--floor-threads", type=bounded(1, 1000), default=40,
+                        help="the floor app's thread pool for its sync endpoints (default 40: "
+                        "anyio's, and advocase's ADVOCASE_THREADPOOL_SIZE)")
     parser.add_argument("--threads", type=bounded(1, 16), default=2)
     parser.add_argument("--workers", type=bounded(1, 16), default=2)
     args = parser.parse_args(argv)
@@ -136,7 +141,8 @@ def run(args: argparse.Namespace, argv: list[str], wrk: str) -> int:
     print(f"machine: {len(os.sched_getaffinity(0))} cores, {wrk_version(wrk)}, load average "
           f"{os.getloadavg()[0]:.1f}")
     print("command: " + shlex.join([".venv/bin/python", "-m", "tests.bench.floor", *argv]))
-    print(f"settings: {args.workers} uvicorn workers per server; wrk -t{args.threads} "
+    print(f"settings: {args.workers} uvicorn workers per server, {args.floor_threads} threads "
+          f"for the floor app's sync endpoints; wrk -t{args.threads} "
           f"-c{args.connections} (/page-shape -c{args.page_connections}), {args.warmup} s "
           f"warm-up + {args.duration} s per run",
           flush=True)
@@ -148,7 +154,7 @@ def run(args: argparse.Namespace, argv: list[str], wrk: str) -> int:
         env = advocase_env(var_dir)
         migrate(env, var_dir)
         advocase = advocase_server(free_port(), args.workers, env, var_dir, var_dir)
-        floor = floor_server(free_port(), args.workers, url, var_dir)
+        floor = floor_server(free_port(), args.workers, url, var_dir, args.floor_threads)
         for server in (advocase, floor):
             servers.append(server)
             server.start()

@@ -73,9 +73,9 @@ state = _State()
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     url = os.environ["FLOOR_DATABASE_URL"]
-    if os.environ.get("FLOOR_THREADS"):  # the sync endpoints' thread pool (anyio's: 40)
-        anyio.to_thread.current_default_thread_limiter().total_tokens = int(
-            os.environ["FLOOR_THREADS"])
+    # The sync endpoints' thread pool (anyio's default, as advocase's, is 40).
+    anyio.to_thread.current_default_thread_limiter().total_tokens = int(
+        os.environ.get("FLOOR_THREADS", "40"))
     state.engine = engine_for(url)
     queue: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
     dsn = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
