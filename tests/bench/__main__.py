@@ -19,7 +19,6 @@ import platform
 import re
 import shlex
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -42,18 +41,15 @@ from tests.bench.servers import (
     REPO_ROOT,
     START_TIMEOUT_S,
     Server,
-    ServerError,
-    Terminated,
     advocase_env,
     advocase_server,
     baseline_server,
     free_port,
     http_get,
     migrate,
-    on_sigterm,
+    run_guarded,
 )
 from tests.bench.wrk import (
-    WrkError,
     WrkResult,
     ensure_wrk,
     redacted,
@@ -339,19 +335,7 @@ def run(args: argparse.Namespace, argv: list[str], wrk: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        wrk = ensure_wrk()
-        return run(args, argv, wrk)
-    except (WrkError, ServerError, ValueError) as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted; servers stopped", file=sys.stderr)
-        return 130
-    except Terminated as exc:
-        print("bench: terminated; servers stopped", file=sys.stderr)
-        return int(exc.code or 143)
+    return run_guarded(lambda: run(args, argv, ensure_wrk()), "servers stopped")
 
 
 if __name__ == "__main__":

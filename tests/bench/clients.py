@@ -61,7 +61,6 @@ import random
 import re
 import shlex
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -83,16 +82,14 @@ from tests.bench.servers import (
     START_TIMEOUT_S,
     Server,
     ServerError,
-    Terminated,
     advocase_env,
     advocase_server,
     bounded,
     free_port,
     migrate,
-    on_sigterm,
+    run_guarded,
 )
 from tests.bench.wrk import (
-    WrkError,
     WrkResult,
     ensure_wrk,
     redacted,
@@ -894,20 +891,9 @@ def run(args: argparse.Namespace, argv: list[str], wrk: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        if args.inprocess:
-            return run_inprocess(args, argv)
-        return run(args, argv, ensure_wrk())
-    except (WrkError, ServerError, ValueError) as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted; server stopped, database dropped", file=sys.stderr)
-        return 130
-    except Terminated as exc:
-        print("bench: terminated; server stopped, database dropped", file=sys.stderr)
-        return int(exc.code or 143)
+    if args.inprocess:
+        return run_guarded(lambda: run_inprocess(args, argv), "database dropped")
+    return run_guarded(lambda: run(args, argv, ensure_wrk()), "server stopped, database dropped")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import argparse
 import os
 import shlex
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -44,15 +43,14 @@ from tests.bench.servers import (
     START_TIMEOUT_S,
     Server,
     ServerError,
-    Terminated,
     advocase_env,
     advocase_server,
     bounded,
     free_port,
     migrate,
-    on_sigterm,
+    run_guarded,
 )
-from tests.bench.wrk import WrkError, WrkResult, ensure_wrk, run_wrk, wrk_command, wrk_version
+from tests.bench.wrk import WrkResult, ensure_wrk, run_wrk, wrk_command, wrk_version
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/advocase_bench_floor"
 TARGET_RATIO = 0.25  # issue 5: an audited client read, against advocase's /healthz
@@ -209,18 +207,8 @@ def run(args: argparse.Namespace, argv: list[str], wrk: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        return run(args, argv, ensure_wrk())
-    except (WrkError, ServerError) as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted; servers stopped", file=sys.stderr)
-        return 130
-    except Terminated as exc:
-        print("bench: terminated; servers stopped", file=sys.stderr)
-        return int(exc.code or 143)
+    return run_guarded(lambda: run(args, argv, ensure_wrk()), "servers stopped, database "
+                       "dropped")
 
 
 if __name__ == "__main__":

@@ -56,7 +56,6 @@ import random
 import re
 import shlex
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -80,15 +79,14 @@ from tests.bench.servers import (
     START_TIMEOUT_S,
     Server,
     ServerError,
-    Terminated,
     advocase_env,
     advocase_server,
     bounded,
     free_port,
     migrate,
-    on_sigterm,
+    run_guarded,
 )
-from tests.bench.wrk import WrkError, ensure_wrk, wrk_version
+from tests.bench.wrk import ensure_wrk, wrk_version
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/advocase_bench_incidents"
 TARGET_P99_MS = 50.0
@@ -897,18 +895,8 @@ def run(args: argparse.Namespace, argv: list[str], wrk: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        return run(args, argv, ensure_wrk())
-    except (WrkError, ServerError, ValueError) as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted; server stopped, database dropped", file=sys.stderr)
-        return 130
-    except Terminated as exc:
-        print("bench: terminated; server stopped, database dropped", file=sys.stderr)
-        return int(exc.code or 143)
+    return run_guarded(lambda: run(args, argv, ensure_wrk()),
+                       "server stopped, database dropped")
 
 
 if __name__ == "__main__":

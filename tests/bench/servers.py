@@ -231,6 +231,26 @@ def on_sigterm(signum: int, _: object) -> NoReturn:
     raise Terminated(128 + signum)
 
 
+def run_guarded(body: Callable[[], int], cleaned: str) -> int:
+    """Run a benchmark's body with the exit codes every benchmark shares: 2 when wrk, a
+    server or a setting failed (the reason printed, nothing else), 130 on Ctrl-C, 143 on
+    SIGTERM. ``cleaned`` says what the body's own ``finally`` left clean."""
+    from tests.bench.wrk import WrkError
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        return body()
+    except (WrkError, ServerError, ValueError) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bench: interrupted; {cleaned}", file=sys.stderr)
+        return 130
+    except Terminated as exc:
+        print(f"bench: terminated; {cleaned}", file=sys.stderr)
+        return int(exc.code or 143)
+
+
 def bounded(low: int, high: int) -> Callable[[str], int]:
     """An argparse type: an integer from ``low`` to ``high``."""
     def parse(text: str) -> int:
