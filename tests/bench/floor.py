@@ -42,12 +42,12 @@ from tests.bench.servers import (
     REPO_ROOT,
     START_TIMEOUT_S,
     Server,
-    ServerError,
     advocase_env,
     advocase_server,
     bounded,
     free_port,
     migrate,
+    require_postgres_or_stop,
     run_guarded,
 )
 from tests.bench.wrk import WrkResult, ensure_wrk, run_wrk, wrk_command, wrk_version
@@ -131,11 +131,7 @@ def run(args: argparse.Namespace, argv: list[str], wrk: str) -> int:
     from tests.support import services
 
     url = args.database_url
-    try:
-        services.require_postgres(url)
-    except BaseException as exc:  # pytest's skip outside pytest: say it plainly
-        raise ServerError(f"PostgreSQL is not reachable at {sa.make_url(url).host}: start it "
-                          "or pass --database-url") from exc
+    require_postgres_or_stop(url)
     print(f"machine: {len(os.sched_getaffinity(0))} cores, {wrk_version(wrk)}, load average "
           f"{os.getloadavg()[0]:.1f}")
     print("command: " + shlex.join([".venv/bin/python", "-m", "tests.bench.floor", *argv]))

@@ -84,6 +84,7 @@ from tests.bench.servers import (
     bounded,
     free_port,
     migrate,
+    require_postgres_or_stop,
     run_guarded,
 )
 from tests.bench.wrk import ensure_wrk, wrk_version
@@ -768,11 +769,7 @@ def run(args: argparse.Namespace, argv: list[str], wrk: str) -> int:
     from tests.support import services
 
     url = args.database_url
-    try:
-        services.require_postgres(url)
-    except BaseException as exc:  # pytest's skip outside pytest: say it plainly
-        raise ServerError(f"PostgreSQL is not reachable at {sa.make_url(url).host}: start it "
-                          "or pass --database-url") from exc
+    require_postgres_or_stop(url)
     command = shlex.join([".venv/bin/python", "-m", "tests.bench.incidents", *argv])
     print(f"machine: {len(os.sched_getaffinity(0))} cores, {wrk_version(wrk)}, load average "
           f"{os.getloadavg()[0]:.1f}")

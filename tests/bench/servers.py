@@ -231,6 +231,21 @@ def on_sigterm(signum: int, _: object) -> NoReturn:
     raise Terminated(128 + signum)
 
 
+def require_postgres_or_stop(url: str) -> None:
+    """PostgreSQL must answer at ``url``; otherwise the benchmark stops with a plain reason
+    (``tests.support.services.require_postgres`` skips or fails a test instead, and that is
+    an exception of pytest's outside pytest)."""
+    import sqlalchemy as sa
+
+    from tests.support import services
+
+    try:
+        services.require_postgres(url)
+    except BaseException as exc:
+        raise ServerError(f"PostgreSQL is not reachable at {sa.make_url(url).host}: start it "
+                          "or pass --database-url") from exc
+
+
 def run_guarded(body: Callable[[], int], cleaned: str) -> int:
     """Run a benchmark's body with the exit codes every benchmark shares: 2 when wrk, a
     server or a setting failed (the reason printed, nothing else), 130 on Ctrl-C, 143 on
