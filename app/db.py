@@ -11,7 +11,6 @@ import collections
 import functools
 import re
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -209,36 +208,6 @@ class DriverQuery:
                                for read, value in zip(readers, raw, strict=True)])
 
 
-# A pooled PostgreSQL connection is checked (the dialect's own ping, as ``pool_pre_ping``
-# does) before use only when it has sat in the pool this long. ``pool_pre_ping`` pings at
-# every checkout: one more round trip per request, and under load a tenth of a list page's
-# time, for connections that were in use a few milliseconds before. A connection the
-# database ended while it was idle longer is replaced before the request sees it; one ended
-# within the last seconds fails its statement, which invalidates it and every connection
-# the pool held at that moment (SQLAlchemy's disconnect handling), so a restart of the
-# database costs at most the requests already running and one per process.
-IDLE_PING_SECONDS = 5.0
-
-
-def _ping_when_idle(engine: Engine) -> None:
-    dialect = engine.dialect
-
-    @event.listens_for(engine, "checkin")
-    def _idle_from(dbapi_connection: Any, record: Any) -> None:
-        record.info["idle_from"] = time.monotonic()
-
-    @event.listens_for(engine, "checkout")
-    def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        idle_from = record.info.get("idle_from")
-        if idle_from is None or time.monotonic() - idle_from < IDLE_PING_SECONDS:
-            return  # new, or in use moments ago
-        try:
-            dialect.do_ping(dbapi_connection)
-        except dialect.loaded_dbapi.Error as exc:
-            # The pool discards the connection and checks out another (up to 3 tries).
-            raise sa.exc.DisconnectionError("pooled connection lost while idle") from exc
-
-
 def create_db_engine(url: str, settings: Settings | None = None) -> Engine:
     """An engine for ``url``: SQLite tuned for several processes, PostgreSQL with a bounded pool."""
     settings = settings or get_settings()
@@ -264,6 +233,7 @@ def create_db_engine(url: str, settings: Settings | None = None) -> Engine:
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
+        pool_pre_ping=True,
         pool_recycle=1800,
         pool_timeout=10,
         connect_args={
@@ -273,7 +243,6 @@ def create_db_engine(url: str, settings: Settings | None = None) -> Engine:
         **common,
     )
     _own_cursor_listeners[engine] = _cursor_listeners(engine)
-    _ping_when_idle(engine)
     return engine
 
 
