@@ -894,7 +894,8 @@ def run_workload(env: dict[str, str], args: argparse.Namespace, wrk: str,
         for think in args.think_ms:
             scripts = {name: workload_script(log_dir, name, items[name], think)
                        for name in items}
-            label = f"think {think} ms" if think else "no think time (saturation)"
+            label = (f"think {think} ms" if think
+                     else "no think time (saturation: capacity, not judged)")
             print(f"  {label}: warm-up {args.warmup} s, then {args.duration} s of reads "
                   f"-c{connections['reads']} and writes -c{connections['writes']} at once …",
                   flush=True)
@@ -922,8 +923,16 @@ def run_workload(env: dict[str, str], args: argparse.Namespace, wrk: str,
     return results
 
 
+def judged(phase: dict[str, Any]) -> bool:
+    """Whether the targets apply to a phase: a paced one, advocates at work. Without think
+    time the same connections measure the server's capacity, and its p99 is mostly the
+    wait in front of the two workers: reported, not judged."""
+    return bool(phase["think_ms"])
+
+
 def report(phase: dict[str, Any], connections: dict[str, int]) -> tuple[str, bool, bool]:
-    """A text table of one phase; whether any request failed; whether a target was missed."""
+    """A text table of one phase; whether any request failed; whether a target was missed
+    (in a judged phase)."""
     waits = phase["database"]
     lines = [f"{phase['label']}; load average 1/5/15 min before "
              f"{'/'.join(f'{v:.2f}' for v in phase['load_average']['before'])}, after "
@@ -938,13 +947,17 @@ def report(phase: dict[str, Any], connections: dict[str, int]) -> tuple[str, boo
         r = phase[name]
         errors = sum(r["socket_errors"].values())
         failed |= bool(r["non_2xx"] or errors)
-        missed |= r["p99_ms"] >= r["target_p99_ms"]
+        missed |= judged(phase) and r["p99_ms"] >= r["target_p99_ms"]
         lines.append(f"{name:8} {connections[name]:>5} "
                      f"{r['requests_per_second']:>8.1f} {r['p50_ms']:>8.1f} "
                      f"{(r['p90_ms'] or 0):>8.1f} {r['p99_ms']:>8.1f} "
                      f"{r['target_p99_ms']:>7.0f} {r['non_2xx']:>7} {errors:>8}")
         if r["first_non_2xx"]:
             lines.append(f"  first non-2xx answer: {r['first_non_2xx']}")
+    over = [name for name in ("reads", "writes")
+            if phase[name]["p99_ms"] >= phase[name]["target_p99_ms"]]
+    lines.append("targets: " + ("not judged (capacity)" if not judged(phase)
+                                else "missed by " + " and ".join(over) if over else "met"))
     lines.append(f"{'route (server side)':52} {'requests':>8} {'mean ms':>8} "
                  f"{'<=100ms':>8} {'<=200ms':>8}")
     for row in phase["routes"]:
@@ -1077,7 +1090,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("FAILED: some requests did not answer 2xx")
                 return 1
             if missed:
-                print("target missed in a phase: p99 of reads >= 100 ms or of writes >= 200 ms")
+                print("target missed in a paced phase: p99 of reads >= 100 ms or of writes "
+                      ">= 200 ms")
                 return 1
         return 0
     except Refused as exc:
