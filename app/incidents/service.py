@@ -77,6 +77,24 @@ class RevisionRecord:
                 "weapons_involved": r.weapons_involved, "retracted": r.retracted}
 
 
+def diff_states(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
+    """What changed from one revision's :meth:`RevisionRecord.state` to the next's, in
+    document order. The categories are a set, kept in a fixed order: adding "threats" to
+    "stalking" is one ``categories`` change of kind "added" with ``after`` "threats", not
+    every category after it moved along by one. The rest is compared as ``diff_plans``
+    does."""
+    was, now = before.get("categories"), after.get("categories")
+    if not (isinstance(was, list) and isinstance(now, list)):
+        return diff_plans(before, after)
+    rest = diff_plans({k: v for k, v in before.items() if k != "categories"},
+                      {k: v for k, v in after.items() if k != "categories"})
+    categories = [Change("categories", c, None, "removed") for c in was if c not in now] + \
+        [Change("categories", None, c, "added") for c in now if c not in was]
+    # "occurred" comes before "categories" in a state; everything else after.
+    head = sum(1 for c in rest if c.path.split(".", 1)[0].split("[", 1)[0] == "occurred")
+    return rest[:head] + categories + rest[head:]
+
+
 @dataclass(frozen=True)
 class OccurrenceWindow:
     """When an incident happened, checked: UTC bounds (``end`` exclusive) and the zone."""
@@ -541,7 +559,7 @@ def _history(db: Session, actor: Actor, incident: Incident, records: list[Revisi
     read is audited."""
     entries = []
     for record in records:
-        changes = diff_plans(previous.state(), record.state()) if previous else []
+        changes = diff_states(previous.state(), record.state()) if previous else []
         entries.append(HistoryEntry(record, changes))
         previous = record
     if records:

@@ -44,7 +44,6 @@ from app.legal import service as legal
 from app.reports import redaction
 from app.reports.schemas import CourtSummaryCreate
 from app.resources.models import Resource
-from app.safety_plans.service import diff_plans
 
 log = structlog.get_logger("app.reports.court_summary")
 
@@ -197,6 +196,13 @@ def _staff_names(db: Session, org_id: UUID, ids: set[UUID]) -> dict[UUID, str]:
         StaffUser.org_id == org_id, StaffUser.id.in_(ids))).all())
 
 
+def _change_text(path: str, value: Any) -> str:
+    """A changed value as a person reads it; a category by its label."""
+    if path == "categories" and isinstance(value, str):
+        return CATEGORY_LABELS.get(value, value)
+    return _value_text(value)
+
+
 def _value_text(value: Any) -> str:
     """A changed value as a person reads it."""
     if value is None:
@@ -324,7 +330,7 @@ def collect(db: Session, actor: Actor, *, org_id: UUID, client_id: UUID,
             raw = entry.record.state()
             all_states.append(raw)
             state = redaction.withhold_fields(raw, hidden)
-            changes = diff_plans(previous, state) if previous is not None else []
+            changes = incidents.diff_states(previous, state) if previous is not None else []
             author_ids.add(entry.record.revision.created_by)
             revisions.append({
                 "revision": entry.record.revision.revision,
@@ -334,7 +340,8 @@ def collect(db: Session, actor: Actor, *, org_id: UUID, client_id: UUID,
                 "retracted": entry.record.revision.retracted,
                 "fields": _fields(state),
                 "changes": [{"field": _path_label(c.path), "kind": c.kind,
-                             "before": _value_text(c.before), "after": _value_text(c.after)}
+                             "before": _change_text(c.path, c.before),
+                             "after": _change_text(c.path, c.after)}
                             for c in changes if c.path != "retracted"],
             })
             previous = state

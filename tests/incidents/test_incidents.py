@@ -424,15 +424,35 @@ def test_the_history_shows_exactly_what_changed(client, agency, client_id) -> No
     history = client.get(f"/api/v1/incidents/{made['id']}/revisions",
                          headers=bearer(tokens["advocate"])).json()["items"]
     assert history[0]["changes"] == []
-    changes = {c["path"]: c for c in history[1]["changes"]}
-    assert set(changes) == {"place", "categories[1]", "weapons_involved", "police.officer"}
-    assert changes["place"] == {"path": "place", "before": PLACE,
-                                "after": "Fictional bus stop on Elm Road", "kind": "changed"}
-    assert (changes["categories[1]"]["before"], changes["categories[1]"]["after"]) == (
-        "threats", "stalking")
+    changes = {(c["path"], c["kind"]): c for c in history[1]["changes"]}
+    assert set(changes) == {("place", "changed"), ("categories", "removed"),
+                            ("categories", "added"), ("weapons_involved", "changed"),
+                            ("police.officer", "changed")}
+    assert changes["place", "changed"] == {
+        "path": "place", "before": PLACE, "after": "Fictional bus stop on Elm Road",
+        "kind": "changed"}
+    assert changes["categories", "removed"] == {"path": "categories", "before": "threats",
+                                                "after": None, "kind": "removed"}
+    assert changes["categories", "added"] == {"path": "categories", "before": None,
+                                              "after": "stalking", "kind": "added"}
     assert history[2]["changes"] == [{"path": "retracted", "before": False, "after": True,
                                       "kind": "changed"}]
     assert history[2]["reason"] == "Fictional: the client asked to withdraw it"
+
+
+def test_a_category_added_in_the_middle_is_one_change(client, agency, client_id) -> None:
+    # Categories are kept in a fixed order, so "threats" lands between "physical" and
+    # "stalking": compared place by place, both of the later ones would seem to change.
+    _, _, tokens = agency
+    made = post(client, tokens["advocate"], client_id,
+                incident_body(categories=["physical", "stalking"]))
+    revise(client, tokens["advocate"], made["id"],
+           incident_body(categories=["stalking", "threats", "physical"]))
+    history = client.get(f"/api/v1/incidents/{made['id']}/revisions",
+                         headers=bearer(tokens["advocate"])).json()["items"]
+    assert history[1]["categories"] == ["physical", "threats", "stalking"]
+    assert history[1]["changes"] == [{"path": "categories", "before": None,
+                                      "after": "threats", "kind": "added"}]
 
 
 def test_history_pages_still_diff_against_the_revision_before(client, agency,
