@@ -83,16 +83,16 @@ def diff_states(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
     "stalking" is one ``categories`` change of kind "added" with ``after`` "threats", not
     every category after it moved along by one. The rest is compared as ``diff_plans``
     does."""
-    was, now = before.get("categories"), after.get("categories")
-    if not (isinstance(was, list) and isinstance(now, list)):
-        return diff_plans(before, after)
-    rest = diff_plans({k: v for k, v in before.items() if k != "categories"},
-                      {k: v for k, v in after.items() if k != "categories"})
-    categories = [Change("categories", c, None, "removed") for c in was if c not in now] + \
-        [Change("categories", None, c, "added") for c in now if c not in was]
-    # "occurred" comes before "categories" in a state; everything else after.
-    head = sum(1 for c in rest if c.path.split(".", 1)[0].split("[", 1)[0] == "occurred")
-    return rest[:head] + categories + rest[head:]
+    changes: list[Change] = []
+    for key in list(before) + [k for k in after if k not in before]:
+        was, now = before.get(key), after.get(key)
+        if key == "categories" and isinstance(was, list) and isinstance(now, list):
+            changes += [Change(key, c, None, "removed") for c in was if c not in now]
+            changes += [Change(key, None, c, "added") for c in now if c not in was]
+        else:
+            changes += diff_plans({key: was} if key in before else {},
+                                  {key: now} if key in after else {})
+    return changes
 
 
 @dataclass(frozen=True)
