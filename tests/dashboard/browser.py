@@ -168,17 +168,25 @@ def fresh_step(totp: pyotp.TOTP) -> None:
         time.sleep(left + 0.1)
 
 
+def follow(target: Any) -> None:
+    """Click a link or a submit button that loads a page, and return once that page has
+    loaded. Playwright's ``click()`` returns as soon as the click is dispatched, so what a
+    test reads straight after it (a title, a count, axe's verdict) could come from the page
+    being left or from a page half parsed."""
+    with target.page.expect_event("load"):
+        target.click()
+
+
 def sign_in(page: Any, email: str, password: str = PASSWORD) -> None:
     page.goto("/dashboard/login")
     page.get_by_label("Email address").fill(email)
     page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_load_state()
+    follow(page.get_by_role("button", name="Sign in"))
 
 
 def enrol_mfa(page: Any, *, use_previous_step: bool = False) -> pyotp.TOTP:
     """Set up MFA from the enrolment page (the person reads the key off the page)."""
-    page.get_by_role("button", name="Start set-up").click()
+    follow(page.get_by_role("button", name="Start set-up"))
     secret = page.locator("#mfa-secret").inner_text().strip()
     assert page.get_by_role("img", name="QR code that adds advocase to an authenticator app")
     totp = pyotp.TOTP(secret)
@@ -187,7 +195,7 @@ def enrol_mfa(page: Any, *, use_previous_step: bool = False) -> pyotp.TOTP:
     # for the next sign-in.
     moment = time.time() - (totp.interval if use_previous_step else 0)
     page.get_by_label("Code from the app").fill(totp.at(moment))
-    page.get_by_role("button", name="Turn on two-step sign-in").click()
+    follow(page.get_by_role("button", name="Turn on two-step sign-in"))
     assert page.locator("#recovery-codes li").count() == 10
     return totp
 
@@ -198,7 +206,7 @@ def nav_links(page: Any) -> list[str]:
 
 
 def sign_out(page: Any) -> None:
-    page.get_by_role("button", name="Sign out").click()
+    follow(page.get_by_role("button", name="Sign out"))
     page.wait_for_url("**/dashboard/login?note=signed-out")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tests.dashboard.browser import (
     enrol_mfa,
+    follow,
     fresh_step,
     nav_links,
     serious_violations,
@@ -29,7 +30,7 @@ def test_an_admin_is_made_to_enrol_mfa_then_reaches_the_shell(tab, server) -> No
     enrol_mfa(tab)
     codes = tab.locator("#recovery-codes li").all_inner_texts()
     assert len(set(codes)) == 10
-    tab.get_by_role("link", name="I have saved them — continue to the dashboard").click()
+    follow(tab.get_by_role("link", name="I have saved them — continue to the dashboard"))
     tab.wait_for_url("**/dashboard")
     assert tab.locator("#signed-in-name").inner_text() == "Ada Fictional-Admin"
     assert tab.locator("#signed-in-role").inner_text() == "Admin"
@@ -38,7 +39,7 @@ def test_an_admin_is_made_to_enrol_mfa_then_reaches_the_shell(tab, server) -> No
                               "Users", "Partner apps"]
     assert tab.title() == "Home — advocase"
 
-    tab.get_by_role("navigation", name="Main").get_by_role("link", name="Users").click()
+    follow(tab.get_by_role("navigation", name="Main").get_by_role("link", name="Users"))
     assert tab.get_by_role("cell", name=email).is_visible()
 
     sign_out(tab)
@@ -51,8 +52,8 @@ def test_an_advocate_with_mfa_signs_in_with_password_then_code(tab, server) -> N
     email = server.create_user("advocate", "Avery Fictional-Advocate")
     sign_in(tab, email)
     assert tab.url.endswith("/dashboard")  # advocates are not forced to enrol
-    tab.get_by_role("navigation", name="Main").get_by_role("link", name="Security").click()
-    tab.get_by_role("link", name="Set up two-step sign-in").click()
+    follow(tab.get_by_role("navigation", name="Main").get_by_role("link", name="Security"))
+    follow(tab.get_by_role("link", name="Set up two-step sign-in"))
     totp = enrol_mfa(tab, use_previous_step=True)
     tab.goto("/dashboard")
     sign_out(tab)
@@ -61,7 +62,7 @@ def test_an_advocate_with_mfa_signs_in_with_password_then_code(tab, server) -> N
     assert tab.url.endswith("/dashboard/login/mfa")
     fresh_step(totp)
     tab.get_by_label("Code").fill(totp.now())
-    tab.get_by_role("button", name="Continue").click()
+    follow(tab.get_by_role("button", name="Continue"))
     tab.wait_for_url("**/dashboard")
     assert tab.locator("#signed-in-name").inner_text() == "Avery Fictional-Advocate"
     assert tab.locator("#signed-in-role").inner_text() == "Advocate"
@@ -83,7 +84,7 @@ def test_a_form_posted_without_its_csrf_token_is_refused(tab, server) -> None:
         .querySelector('form[action="/dashboard/security/password"] input[name="csrf_token"]')
         .remove()""")
     with tab.expect_response("**/dashboard/security/password") as answer:
-        tab.get_by_role("button", name="Change password").click()
+        follow(tab.get_by_role("button", name="Change password"))
     assert answer.value.status == 403
     assert "This form could not be accepted" in tab.content()
 
@@ -99,13 +100,13 @@ def test_pages_have_no_serious_accessibility_violations(tab, server, axe_source)
     checked["login"] = serious_violations(tab, axe_source)
     tab.get_by_label("Email address").fill("nobody@example.test")
     tab.get_by_label("Password").fill("not the password")
-    tab.get_by_role("button", name="Sign in").click()
+    follow(tab.get_by_role("button", name="Sign in"))
     assert tab.get_by_role("alert").is_visible()
     checked["login with error"] = serious_violations(tab, axe_source)
 
     sign_in(tab, server.create_user("admin", "Robin Fictional-Admin"))
     checked["mfa enrolment"] = serious_violations(tab, axe_source)
-    tab.get_by_role("button", name="Start set-up").click()
+    follow(tab.get_by_role("button", name="Start set-up"))
     checked["mfa key"] = serious_violations(tab, axe_source)
     tab.goto("/dashboard/security/mfa")
     enrol_mfa(tab)
@@ -116,6 +117,6 @@ def test_pages_have_no_serious_accessibility_violations(tab, server, axe_source)
         tab.goto(path)
         checked[name] = serious_violations(tab, axe_source)
     tab.goto("/dashboard/users")
-    tab.get_by_role("row").nth(1).get_by_role("link").click()
+    follow(tab.get_by_role("row").nth(1).get_by_role("link"))
     checked["user detail"] = serious_violations(tab, axe_source)
     assert {name: found for name, found in checked.items() if found} == {}

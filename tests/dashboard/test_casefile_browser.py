@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.dashboard.browser import serious_violations, sign_in
+from tests.dashboard.browser import follow, serious_violations, sign_in
 from tests.dashboard.test_clients_browser import by_id, open_case
 
 INCIDENT_URL = re.compile(r".*/dashboard/clients/[0-9a-f-]{36}/incidents/([0-9a-f-]{36})"
@@ -49,8 +49,8 @@ def policy_breaks(tab: Any) -> list[str]:
 
 def record_incident(page: Any, checked: dict[str, list[str]], axe: str) -> str:
     """From the client page, record an incident (one field error on the way)."""
-    page.get_by_role("navigation", name="Case file").get_by_role(
-        "link", name="Record an incident").click()
+    follow(page.get_by_role("navigation", name="Case file").get_by_role(
+        "link", name="Record an incident"))
     checked["incident form"] = serious_violations(page, axe)
     assert page.get_by_label("The client's time zone").input_value() == "UTC"
     page.get_by_label("At a known date and time").check()
@@ -64,7 +64,7 @@ def record_incident(page: Any, checked: dict[str, list[str]], axe: str) -> str:
     by_id(page, "police.involved-yes").check()
     page.get_by_label("Report number").fill("FCP-2026-000777")
     by_id(page, "children_present-no").check()
-    page.get_by_role("button", name="Record the incident").click()
+    follow(page.get_by_role("button", name="Record the incident"))
 
     # The time is missing for a known date and time: the form says so by the field.
     assert page.get_by_role("alert").is_visible()
@@ -76,7 +76,7 @@ def record_incident(page: Any, checked: dict[str, list[str]], axe: str) -> str:
     checked["incident form with errors"] = serious_violations(page, axe)
     page.get_by_role("alert").get_by_role("link", name=re.compile("give the time")).click()
     by_id(page, "occurred.start_time").fill("21:30")
-    page.get_by_role("button", name="Record the incident").click()
+    follow(page.get_by_role("button", name="Record the incident"))
     page.wait_for_url(INCIDENT_URL)
     match = INCIDENT_URL.match(page.url)
     assert match
@@ -98,12 +98,12 @@ def test_an_advocate_records_and_corrects_an_incident(tab, server, axe_source,
     assert "FCP-2026" not in tab.url and "Emery" not in tab.title()
     checked["incident page"] = serious_violations(tab, axe_source)
 
-    tab.get_by_role("link", name="Correct this incident").click()
+    follow(tab.get_by_role("link", name="Correct this incident"))
     assert tab.get_by_label("Place").input_value() == "Fictional flat, 4 Nowhere Row"
     tab.get_by_label("Place").fill("Fictional flat, 6 Nowhere Row")
     tab.get_by_label("Reason for the correction").fill("The client gave the right number")
     checked["correction form"] = serious_violations(tab, axe_source)
-    tab.get_by_role("button", name="Save the correction").click()
+    follow(tab.get_by_role("button", name="Save the correction"))
     tab.wait_for_url("**?done=incident-corrected")
     assert tab.locator("#incident-revision").inner_text().startswith("2")
     change = tab.locator("#changes-2 tbody tr")
@@ -114,13 +114,13 @@ def test_an_advocate_records_and_corrects_an_incident(tab, server, axe_source,
     checked["incident page with a correction"] = serious_violations(tab, axe_source)
 
     tab.get_by_label("Reason for retracting").fill("Fictional: recorded twice")
-    tab.get_by_role("button", name="Retract this incident").click()
+    follow(tab.get_by_role("button", name="Retract this incident"))
     tab.wait_for_url("**?done=incident-retracted")
     assert tab.locator("#retracted").is_visible()
     assert tab.get_by_role("link", name="Correct this incident").count() == 0
     checked["retracted incident"] = serious_violations(tab, axe_source)
 
-    tab.get_by_role("link", name=re.compile("Back to the incidents")).click()
+    follow(tab.get_by_role("link", name=re.compile("Back to the incidents")))
     assert tab.locator("#incidents tbody tr.retracted").count() == 1
     checked["incident list"] = serious_violations(tab, axe_source)
     assert {name: found for name, found in checked.items() if found} == {}
@@ -134,7 +134,7 @@ def test_evidence_is_uploaded_with_progress_and_its_sha256_shown(tab, server, ax
     open_case(tab, "Finley Fictional")
     record_incident(tab, {}, axe_source)
 
-    tab.get_by_role("link", name="Add evidence").click()
+    follow(tab.get_by_role("link", name="Add evidence"))
     checked["evidence upload form"] = serious_violations(tab, axe_source)
     picture = png()
     tab.get_by_label("What the file shows").fill("Fictional photo of the broken door")
@@ -153,7 +153,7 @@ def test_evidence_is_uploaded_with_progress_and_its_sha256_shown(tab, server, ax
     assert "/incidents/" in tab.url and "done=" not in tab.url
     checked["evidence upload form, uploaded"] = serious_violations(tab, axe_source)
 
-    tab.get_by_role("link", name="Open the evidence").click()
+    follow(tab.get_by_role("link", name="Open the evidence"))
     assert tab.locator("#evidence-sha256").inner_text() == hashlib.sha256(picture).hexdigest()
     image = tab.get_by_role("img", name="Fictional photo of the broken door")
     image.wait_for(state="visible")
@@ -185,18 +185,18 @@ def test_evidence_can_be_uploaded_without_the_script(chromium, server) -> None:
     try:
         sign_in(page, server.create_user("advocate", "Kai Fictional-Advocate"))
         open_case(page, "Gray Fictional")
-        page.get_by_role("navigation", name="Case file").get_by_role(
-            "link", name="Record an incident").click()
+        follow(page.get_by_role("navigation", name="Case file").get_by_role(
+            "link", name="Record an incident"))
         by_id(page, "occurred.precision-date").check()
         by_id(page, "occurred.start_date").fill("2026-02-14")
         page.get_by_label("Threats").check()
-        page.get_by_role("button", name="Record the incident").click()
+        follow(page.get_by_role("button", name="Record the incident"))
         page.wait_for_url(INCIDENT_URL)
-        page.get_by_role("link", name="Add evidence").click()
+        follow(page.get_by_role("link", name="Add evidence"))
         content = b"Fictional message kept as text: I know where you are tonight.\n" * 40
         page.get_by_label("The file", exact=True).set_input_files(
             {"name": "fictional-message.txt", "mimeType": "text/plain", "buffer": content})
-        page.get_by_role("button", name="Add the file").click()
+        follow(page.get_by_role("button", name="Add the file"))
         page.wait_for_url(EVIDENCE_URL)
         assert page.locator("#evidence-sha256").inner_text() == \
             hashlib.sha256(content).hexdigest()
@@ -212,30 +212,30 @@ def test_orders_court_dates_and_the_timeline(tab, server, axe_source, policy_bre
     open_case(tab, "Harley Fictional")
     case_file = tab.get_by_role("navigation", name="Case file")
 
-    case_file.get_by_role("link", name="Protective orders").click()
+    follow(case_file.get_by_role("link", name="Protective orders"))
     checked["protective orders (none)"] = serious_violations(tab, axe_source)
-    tab.get_by_role("link", name="Record a protective order").click()
+    follow(tab.get_by_role("link", name="Record a protective order"))
     checked["protective order form"] = serious_violations(tab, axe_source)
     tab.get_by_label("Type of order").select_option("temporary")
     tab.get_by_label("Status").select_option("granted")
     by_id(tab, "court").fill("Fictional County Court")
     tab.get_by_label("Conditions").fill("Stay 100 metres away\nNo contact by phone")
-    tab.get_by_role("button", name="Record the order").click()
+    follow(tab.get_by_role("button", name="Record the order"))
     assert by_id(tab, "issued_on-error").text_content() == "Error: required when granted"
     checked["protective order form with errors"] = serious_violations(tab, axe_source)
     issued = date.today() - timedelta(days=2)
     tab.get_by_label("Issued on").fill(issued.isoformat())
     tab.get_by_label("Expires on").fill((date.today() + timedelta(days=90)).isoformat())
-    tab.get_by_role("button", name="Record the order").click()
+    follow(tab.get_by_role("button", name="Record the order"))
     tab.wait_for_url("**?done=order-recorded")
     row = tab.locator("#orders tbody tr")
     assert row.count() == 1 and "In force" in row.inner_text()
     assert "No contact by phone" in row.inner_text()
     checked["protective orders"] = serious_violations(tab, axe_source)
 
-    tab.get_by_role("link", name="Court dates").first.click()
+    follow(tab.get_by_role("link", name="Court dates").first)
     checked["court dates (none)"] = serious_violations(tab, axe_source)
-    tab.get_by_role("link", name="Record a court date").click()
+    follow(tab.get_by_role("link", name="Record a court date"))
     checked["court date form"] = serious_violations(tab, axe_source)
     hearing_day = date.today() + timedelta(days=21)
     tab.get_by_label("Kind of hearing").select_option("protective_order_hearing")
@@ -243,7 +243,7 @@ def test_orders_court_dates_and_the_timeline(tab, server, axe_source, policy_bre
     tab.get_by_label("Time", exact=True).fill("09:30")
     tab.get_by_label("The court's time zone").fill("Europe/London")
     tab.get_by_label("About a protective order").select_option(index=1)
-    tab.get_by_role("button", name="Record the court date").click()
+    follow(tab.get_by_role("button", name="Record the court date"))
     tab.wait_for_url("**?done=court-date-recorded")
     hearings = tab.locator("#court-dates tbody tr")
     assert hearings.count() == 1
@@ -251,15 +251,15 @@ def test_orders_court_dates_and_the_timeline(tab, server, axe_source, policy_bre
     assert "Europe/London" in hearings.inner_text()
     checked["court dates"] = serious_violations(tab, axe_source)
 
-    tab.get_by_role("link", name=re.compile("Back to client")).click()
-    tab.get_by_role("navigation", name="Case file").get_by_role("link", name="Timeline").click()
+    follow(tab.get_by_role("link", name=re.compile("Back to client")))
+    follow(tab.get_by_role("navigation", name="Case file").get_by_role("link", name="Timeline"))
     entries = tab.locator("#timeline tbody tr")
     kinds = [text.strip() for text in entries.locator("td:nth-child(2)").all_inner_texts()]
     assert [k.split(",")[0].strip() for k in kinds] == ["Protective order issued", "Court date",
                                                 "Protective order expiry"]
     checked["timeline"] = serious_violations(tab, axe_source)
     tab.get_by_label("Court date", exact=True).check()
-    tab.get_by_role("button", name="Show").click()
+    follow(tab.get_by_role("button", name="Show"))
     assert tab.locator("#timeline tbody tr").count() == 1
     assert "kind=court_date" in tab.url
     checked["timeline, filtered"] = serious_violations(tab, axe_source)

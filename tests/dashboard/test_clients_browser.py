@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.dashboard.browser import Server, serious_violations, sign_in
+from tests.dashboard.browser import Server, follow, serious_violations, sign_in
 from tests.support.identity import PASSWORD
 
 CLIENT_URL = re.compile(r".*/dashboard/clients/([0-9a-f-]{36})\?done=client-created$")
@@ -23,10 +23,10 @@ def by_id(page: Any, element_id: str) -> Any:
 
 def open_case(page: Any, preferred_name: str) -> str:
     """Open a case from the caseload with only a preferred name; returns the client id."""
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Clients").click()
-    page.get_by_role("link", name="Open a new case").click()
+    follow(page.get_by_role("navigation", name="Main").get_by_role("link", name="Clients"))
+    follow(page.get_by_role("link", name="Open a new case"))
     page.get_by_label("Preferred name or pseudonym").fill(preferred_name)
-    page.get_by_role("button", name="Open the case").click()
+    follow(page.get_by_role("button", name="Open the case"))
     page.wait_for_url(CLIENT_URL)
     match = CLIENT_URL.match(page.url)
     assert match
@@ -44,11 +44,11 @@ def test_an_advocate_opens_a_case(tab, server, axe_source) -> None:
     checked: dict[str, list[str]] = {}
     email = server.create_user("advocate", "Frankie Fictional-Advocate")
     sign_in(tab, email)
-    tab.get_by_role("navigation", name="Main").get_by_role("link", name="Clients").click()
+    follow(tab.get_by_role("navigation", name="Main").get_by_role("link", name="Clients"))
     assert tab.title() == "Clients — advocase"
     checked["caseload (empty)"] = serious_violations(tab, axe_source)
 
-    tab.get_by_role("link", name="Open a new case").click()
+    follow(tab.get_by_role("link", name="Open a new case"))
     checked["new client form"] = serious_violations(tab, axe_source)
     tab.get_by_label("Preferred name or pseudonym").fill("Jordan Fictional")
     tab.get_by_label("Legal name").fill("Jordan Fictional-Example")
@@ -60,7 +60,7 @@ def test_an_advocate_opens_a_case(tab, server, axe_source) -> None:
     by_id(tab, "household.children.0.first_name").fill("Ali")
     by_id(tab, "household.children.0.age").fill("9")
     by_id(tab, "household.pets.0.name").fill("Whiskers")
-    tab.get_by_role("button", name="Open the case").click()
+    follow(tab.get_by_role("button", name="Open the case"))
 
     # A date of birth in the future: the form comes back with the message by the field.
     assert tab.get_by_role("alert").is_visible()
@@ -74,7 +74,7 @@ def test_an_advocate_opens_a_case(tab, server, axe_source) -> None:
     assert summary.get_by_role("link", name="out of range").get_attribute("href") == \
         "#date_of_birth"
     by_id(tab, "date_of_birth").fill("1991-02-03")
-    tab.get_by_role("button", name="Open the case").click()
+    follow(tab.get_by_role("button", name="Open the case"))
     tab.wait_for_url(CLIENT_URL)
 
     assert tab.get_by_role("status").inner_text() == "The case is open."
@@ -86,7 +86,7 @@ def test_an_advocate_opens_a_case(tab, server, axe_source) -> None:
     assert "Jordan" not in tab.url and "Jordan" not in tab.title()
     checked["client page"] = serious_violations(tab, axe_source)
 
-    tab.get_by_role("navigation", name="Main").get_by_role("link", name="Clients").click()
+    follow(tab.get_by_role("navigation", name="Main").get_by_role("link", name="Clients"))
     row = tab.locator("#caseload tbody tr").filter(has_text="Jordan Fictional")
     assert row.count() == 1 and "Intake" in row.inner_text()
     checked["caseload"] = serious_violations(tab, axe_source)
@@ -99,14 +99,14 @@ def test_ticking_a_go_bag_item_is_kept_as_a_new_plan_version(tab, server, axe_so
     sign_in(tab, email)
     client_id = open_case(tab, "Casey Fictional")
 
-    tab.get_by_role("link", name="Write a safety plan").click()
+    follow(tab.get_by_role("link", name="Write a safety plan"))
     checked["plan form"] = serious_violations(tab, axe_source)
     by_id(tab, "content.safe_places.0.place").fill("A fictional friend's flat")
     by_id(tab, "content.safe_places.0.how_to_get_there").fill("Bus 12 from the corner")
     tab.get_by_label("Code word or signal").fill("sunflower")
     tab.get_by_label("Review the plan by").fill((date.today() + timedelta(days=30)).isoformat())
     tab.get_by_label("What changed").fill("First plan with the client")
-    tab.get_by_role("button", name="Save as a new version").click()
+    follow(tab.get_by_role("button", name="Save as a new version"))
     tab.wait_for_url("**?done=plan-saved#safety-plan")
     assert tab.locator("#plan-version").inner_text().startswith("Version 1,")
 
@@ -137,7 +137,7 @@ def test_ticking_a_go_bag_item_is_kept_as_a_new_plan_version(tab, server, axe_so
     first = httpx.get(f"{base}/1", headers=headers, timeout=30).json()
     assert {i["item"]: i["ready"] for i in first["content"]["go_bag"]}["Passports"] is False
 
-    tab.get_by_role("link", name="Changes from version 1 to 2").click()
+    follow(tab.get_by_role("link", name="Changes from version 1 to 2"))
     assert tab.locator("#plan-changes").get_by_role("rowheader").inner_text() == \
         "Go-bag checklist › item 3 › ready"
     checked["plan diff"] = serious_violations(tab, axe_source)
@@ -150,7 +150,7 @@ def test_recording_an_assessment_shows_its_level_in_the_risk_history(tab, server
     sign_in(tab, server.create_user("advocate", "Harper Fictional-Advocate"))
     open_case(tab, "Drew Fictional")
 
-    tab.get_by_role("link", name="Record a risk assessment").click()
+    follow(tab.get_by_role("link", name="Record a risk assessment"))
     # The only instrument on file is chosen already; its questions are on the page.
     assert tab.get_by_label("Instrument", exact=True).input_value() == "example-safety-screen:1.0"
     checked["assessment form"] = serious_violations(tab, axe_source)
@@ -162,14 +162,14 @@ def test_recording_an_assessment_shows_its_level_in_the_risk_history(tab, server
     by_id(tab, "answers.separation-recent").check()
     by_id(tab, "answers.followed_or_watched-turns_up").check()
     by_id(tab, "answers.service_contacts").fill("2")
-    tab.get_by_role("button", name="Record the assessment").click()
+    follow(tab.get_by_role("button", name="Record the assessment"))
 
     # One question was left out: it is marked, the answers given stay ticked.
     assert by_id(tab, "answers.own_fear-error").text_content() == "Error: is required"
     assert by_id(tab, "answers.breathing_restricted-yes").is_checked()
     checked["assessment form with errors"] = serious_violations(tab, axe_source)
     by_id(tab, "answers.own_fear-quite").check()
-    tab.get_by_role("button", name="Record the assessment").click()
+    follow(tab.get_by_role("button", name="Record the assessment"))
     tab.wait_for_url("**?done=assessment-recorded#risk")
 
     history = tab.locator("#risk-history tbody tr")

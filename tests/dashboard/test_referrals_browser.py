@@ -15,7 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.dashboard.browser import Server, enrol_mfa, serious_violations, sign_in
+from tests.dashboard.browser import (
+    Server,
+    enrol_mfa,
+    follow,
+    serious_violations,
+    sign_in,
+)
 from tests.dashboard.test_clients_browser import by_id
 from tests.test_cli import advocase
 
@@ -71,17 +77,17 @@ def test_an_advocate_refers_a_client_and_sees_the_answer_arrive(tab, server, axe
     sign_in(tab, server.create_user("advocate", "Harper Fictional-Advocate"))
 
     # The directory: search, open the refuge; its address is not this agency's to see.
-    tab.get_by_role("navigation", name="Main").get_by_role("link", name="Directory").click()
+    follow(tab.get_by_role("navigation", name="Main").get_by_role("link", name="Directory"))
     checked["directory"] = serious_violations(tab, axe_source)
     tab.get_by_label("Words to look for").fill("riverside")
     tab.get_by_label("Shelter", exact=True).check()
-    tab.get_by_role("button", name="Search").click()
+    follow(tab.get_by_role("button", name="Search"))
     assert "q=riverside" in tab.url
     results = tab.locator("#resources tbody tr")
     assert results.count() == 1
     assert "4 of 10" in results.inner_text()
     checked["directory search"] = serious_violations(tab, axe_source)
-    tab.get_by_role("link", name=REFUGE).click()
+    follow(tab.get_by_role("link", name=REFUGE))
     assert tab.title() == f"Directory: {REFUGE} — advocase"
     assert tab.locator("#resource-address").inner_text() == (
         "Withheld: this address is confidential")
@@ -90,13 +96,13 @@ def test_an_advocate_refers_a_client_and_sees_the_answer_arrive(tab, server, axe
     checked["listing"] = serious_violations(tab, axe_source)
 
     # A client with a phone number and a safe-contact code word.
-    tab.get_by_role("navigation", name="Main").get_by_role("link", name="Clients").click()
-    tab.get_by_role("link", name="Open a new case").click()
+    follow(tab.get_by_role("navigation", name="Main").get_by_role("link", name="Clients"))
+    follow(tab.get_by_role("link", name="Open a new case"))
     tab.get_by_label("Preferred name or pseudonym").fill("Robin Fictional")
     by_id(tab, "contact_details.0.value").fill(PHONE)
     tab.get_by_label("Phone call is safe to use").check()
     by_id(tab, "safe_contact.channels.0.code_word").fill(SAFE_WORD)
-    tab.get_by_role("button", name="Open the case").click()
+    follow(tab.get_by_role("button", name="Open the case"))
     tab.wait_for_url(re.compile(r".*/dashboard/clients/[0-9a-f-]{36}\?done=client-created$"))
 
     # The client's written release of contact details to the refuge, as the directory names it.
@@ -104,23 +110,23 @@ def test_an_advocate_refers_a_client_and_sees_the_answer_arrive(tab, server, axe
     tab.get_by_label("What the information is for").fill("Fictional: arrange a bed tonight")
     by_id(tab, "consent.categories-contact_details").check()
     tab.get_by_label("Ends on").fill((date.today() + timedelta(days=60)).isoformat())
-    tab.get_by_role("button", name="Record the release").click()
+    follow(tab.get_by_role("button", name="Record the release"))
     tab.wait_for_url("**?done=consent-recorded#consents")
 
     # Refer: find the refuge, share what the release covers, write the handoff.
-    tab.get_by_role("navigation", name="Case file").get_by_role(
-        "link", name="Refer to a service").click()
+    follow(tab.get_by_role("navigation", name="Case file").get_by_role(
+        "link", name="Refer to a service"))
     checked["refer: choose a service"] = serious_violations(tab, axe_source)
     tab.get_by_label("Words to look for").fill("riverside refuge")
-    tab.get_by_role("button", name="Search").click()
-    tab.get_by_role("link", name=f"Refer here to {REFUGE}").click()
+    follow(tab.get_by_role("button", name="Search"))
+    follow(tab.get_by_role("link", name=f"Refer here to {REFUGE}"))
     assert tab.locator("#chosen-service").inner_text().startswith("Shelter")
     # Only contact details can be chosen: the one category the release covers.
     assert tab.locator('input[name="categories"]').count() == 1
     assert "Covered by the release to" in tab.locator("#categories").inner_text()
     checked["refer: what to share"] = serious_violations(tab, axe_source)
     tab.get_by_label("Contact details", exact=True).check()
-    tab.get_by_role("button", name="Save and preview").click()
+    follow(tab.get_by_role("button", name="Save and preview"))
     assert tab.get_by_role("alert").is_visible()  # the reason is missing
     assert by_id(tab, "reason").get_attribute("aria-invalid") == "true"
     assert tab.get_by_label("Contact details", exact=True).is_checked()
@@ -128,7 +134,7 @@ def test_an_advocate_refers_a_client_and_sees_the_answer_arrive(tab, server, axe
     tab.get_by_label("Why you are referring").fill("Fictional: needs a pet-friendly bed")
     tab.get_by_label("Code word for the call").fill("Fictional heron")
     tab.get_by_label("Note for the recipient").fill("Expect a call this evening.")
-    tab.get_by_role("button", name="Save and preview").click()
+    follow(tab.get_by_role("button", name="Save and preview"))
     tab.wait_for_url("**/preview?done=draft-saved")
     match = REFERRAL_URL.match(tab.url)
     assert match
@@ -143,7 +149,7 @@ def test_an_advocate_refers_a_client_and_sees_the_answer_arrive(tab, server, axe
     assert "Robin" not in seen.inner_text()  # identity is not covered
     assert "Robin" not in tab.title()
     checked["preview"] = serious_violations(tab, axe_source)
-    tab.get_by_role("button", name="Send the referral").click()
+    follow(tab.get_by_role("button", name="Send the referral"))
     tab.wait_for_url("**?done=referral-sent")
     assert tab.locator("#referral-status").inner_text() == "Sent"
     assert tab.locator("#referral-shared").inner_text() == "Contact details"
@@ -173,9 +179,9 @@ def test_an_advocate_refers_a_client_and_sees_the_answer_arrive(tab, server, axe
     assert "Fictional: a room is ready" in last
     checked["referral (accepted)"] = serious_violations(tab, axe_source)
 
-    tab.get_by_role("navigation", name="Main").get_by_role("link", name="Referrals").click()
+    follow(tab.get_by_role("navigation", name="Main").get_by_role("link", name="Referrals"))
     tab.get_by_label("Status").select_option("accepted")
-    tab.get_by_role("button", name="Show").click()
+    follow(tab.get_by_role("button", name="Show"))
     assert tab.locator("#referrals tbody tr").count() == 1
     assert REFUGE in tab.locator("#referrals").inner_text()
     checked["agency referrals"] = serious_violations(tab, axe_source)
@@ -189,7 +195,7 @@ def test_a_supervisor_adds_a_listing_and_keeps_its_bed_count(tab, server, axe_so
     sign_in(tab, server.create_user("supervisor", "Quinn Fictional-Supervisor"))
     enrol_mfa(tab)
     tab.goto("/dashboard/resources")
-    tab.get_by_role("link", name="Add a listing").click()
+    follow(tab.get_by_role("link", name="Add a listing"))
     checked["listing form"] = serious_violations(tab, axe_source)
     tab.get_by_label("Name", exact=True).fill("Fictional Lakeside House")
     tab.get_by_label("Languages").fill("en, ga")
@@ -199,7 +205,7 @@ def test_a_supervisor_adds_a_listing_and_keeps_its_bed_count(tab, server, axe_so
     by_id(tab, "opening_hours.weekly.0.opens").fill("22:00")
     by_id(tab, "opening_hours.weekly.0.closes").fill("06:00")
     tab.get_by_label("Street address").fill("5 Fictional Lakeside, Example Town")
-    tab.get_by_role("button", name="Add the listing").click()
+    follow(tab.get_by_role("button", name="Add the listing"))
 
     # No kind of service ticked: said by the field, what was typed kept.
     assert tab.get_by_role("alert").is_visible()
@@ -209,7 +215,7 @@ def test_a_supervisor_adds_a_listing_and_keeps_its_bed_count(tab, server, axe_so
     assert by_id(tab, "opening_hours.weekly.0.opens").input_value() == "22:00"
     checked["listing form with errors"] = serious_violations(tab, axe_source)
     tab.get_by_label("Shelter", exact=True).check()
-    tab.get_by_role("button", name="Add the listing").click()
+    follow(tab.get_by_role("button", name="Add the listing"))
     tab.wait_for_url(re.compile(r".*/dashboard/resources/[0-9a-f-]{36}\?done=listing-created$"))
     assert tab.title() == "Directory: Fictional Lakeside House — advocase"
     assert tab.locator("#resource-hours").inner_text().startswith(
@@ -221,19 +227,19 @@ def test_a_supervisor_adds_a_listing_and_keeps_its_bed_count(tab, server, axe_so
 
     tab.get_by_label("Beds free", exact=True).fill("3")
     tab.get_by_label("Beds in all").fill("2")
-    tab.get_by_role("button", name="Save the bed count").click()
+    follow(tab.get_by_role("button", name="Save the bed count"))
     assert by_id(tab, "beds_available-error").is_visible()
     checked["bed count with errors"] = serious_violations(tab, axe_source)
     tab.get_by_label("Beds in all").fill("6")
-    tab.get_by_role("button", name="Save the bed count").click()
+    follow(tab.get_by_role("button", name="Save the bed count"))
     tab.wait_for_url("**?done=capacity-updated")
     assert tab.locator("#resource-beds").inner_text().startswith("3 free of 6")
 
-    tab.get_by_role("link", name="Edit the listing").click()
+    follow(tab.get_by_role("link", name="Edit the listing"))
     assert tab.get_by_label("Shelter", exact=True).is_checked()
     checked["edit form"] = serious_violations(tab, axe_source)
     tab.get_by_label("Open 24 hours, every day").check()
-    tab.get_by_role("button", name="Save the listing").click()
+    follow(tab.get_by_role("button", name="Save the listing"))
     tab.wait_for_url("**?done=listing-updated")
     assert tab.locator("#resource-hours").inner_text().startswith("24/7 (Europe/Dublin)")
     assert {name: found for name, found in checked.items() if found} == {}

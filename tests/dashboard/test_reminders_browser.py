@@ -25,6 +25,7 @@ from app.reminders.models import Reminder
 from tests.dashboard.browser import (
     Server,
     enrol_mfa,
+    follow,
     running_server,
     serious_violations,
     sign_in,
@@ -101,7 +102,7 @@ def test_an_advocate_works_through_my_day(tab, server, axe_source, policy_breaks
     today = put_reminder(server, email, now + (end_of_day - now) / 2)
 
     sign_in(tab, email)
-    tab.get_by_role("navigation", name="Main").get_by_role("link", name="My day").click()
+    follow(tab.get_by_role("navigation", name="Main").get_by_role("link", name="My day"))
     assert tab.title() == "My day — advocase"
     assert row_in(tab, "overdue", overdue).count() == 1
     assert row_in(tab, "today", today).count() == 1
@@ -109,7 +110,7 @@ def test_an_advocate_works_through_my_day(tab, server, axe_source, policy_breaks
     checked["my day"] = serious_violations(tab, axe_source)
 
     # The overdue one is done: it moves to what was done today.
-    row_in(tab, "overdue", overdue).get_by_role("button", name=re.compile("^Done")).click()
+    follow(row_in(tab, "overdue", overdue).get_by_role("button", name=re.compile("^Done")))
     tab.wait_for_url("**/dashboard/my-day?done=reminder-completed")
     assert tab.get_by_role("status").inner_text() == "The reminder is marked done."
     assert row_in(tab, "overdue", overdue).count() == 0
@@ -120,15 +121,15 @@ def test_an_advocate_works_through_my_day(tab, server, axe_source, policy_breaks
     # Today's is put off for a week: it moves to the coming days.
     row = row_in(tab, "today", today)
     row.get_by_label(re.compile("^Snooze")).select_option("week")
-    row.get_by_role("button", name=re.compile("^Snooze")).click()
+    follow(row.get_by_role("button", name=re.compile("^Snooze")))
     tab.wait_for_url("**/dashboard/my-day?done=reminder-snoozed")
     assert row_in(tab, "today", today).count() == 0
     assert row_in(tab, "upcoming", today).count() == 1
 
     # From a client's page: a reminder about the case, with a field error on the way.
     open_case(tab, "Robin Fictional-Browser")
-    tab.get_by_role("navigation", name="Case file").get_by_role(
-        "link", name="Add a reminder").click()
+    follow(tab.get_by_role("navigation", name="Case file").get_by_role(
+        "link", name="Add a reminder"))
     case_number = tab.get_by_label("Case number").input_value()
     assert case_number and "Robin" not in tab.title()
     assert tab.get_by_label("Time zone", exact=True).input_value() == "UTC"
@@ -138,14 +139,14 @@ def test_an_advocate_works_through_my_day(tab, server, axe_source, policy_breaks
     by_id(tab, "due_time").fill("10:30")
     tab.get_by_label("Time zone", exact=True).fill("Mars/Olympus")
     tab.get_by_label("Note").fill("Fictional: call about the hearing papers")
-    tab.get_by_role("button", name="Set the reminder").click()
+    follow(tab.get_by_role("button", name="Set the reminder"))
     assert tab.get_by_role("alert").is_visible()
     assert by_id(tab, "time_zone").get_attribute("aria-invalid") == "true"
     assert by_id(tab, "time_zone-error").text_content().startswith("Error: not an IANA")
     assert tab.get_by_label("Note").input_value() == "Fictional: call about the hearing papers"
     checked["reminder form with errors"] = serious_violations(tab, axe_source)
     tab.get_by_label("Time zone", exact=True).fill("Europe/Lisbon")
-    tab.get_by_role("button", name="Set the reminder").click()
+    follow(tab.get_by_role("button", name="Set the reminder"))
     tab.wait_for_url(REMINDER_URL)
     assert tab.get_by_role("status").inner_text() == "The reminder is set."
     assert tab.locator("#reminder-case").inner_text() == case_number
@@ -155,7 +156,7 @@ def test_an_advocate_works_through_my_day(tab, server, axe_source, policy_breaks
     made = REMINDER_URL.match(tab.url)
     assert made
 
-    tab.get_by_role("link", name="Back to My day").click()
+    follow(tab.get_by_role("link", name="Back to My day"))
     upcoming = row_in(tab, "upcoming", UUID(made.group(1)))
     assert upcoming.count() == 1
     assert case_number in upcoming.inner_text()
@@ -183,29 +184,29 @@ def test_the_bell_counts_new_notifications_without_a_reload(tab, server, axe_sou
         timeout=10_000)
     assert tab.evaluate("() => window.sameDocument") is True  # no reload happened
 
-    tab.locator("#bell").click()
+    follow(tab.locator("#bell"))
     tab.wait_for_url("**/dashboard/notifications")
     assert tab.locator("#notifications tbody tr.unread").count() == 3
     checked["notifications"] = serious_violations(tab, axe_source)
-    tab.locator("#notifications tbody tr").first.get_by_role(
-        "button", name=re.compile("^Mark as read")).click()
+    follow(tab.locator("#notifications tbody tr").first.get_by_role(
+        "button", name=re.compile("^Mark as read")))
     tab.wait_for_url("**/dashboard/notifications?done=notification-read")
     assert bell.inner_text() == "2 unread"
-    tab.get_by_role("button", name="Mark all as read").click()
+    follow(tab.get_by_role("button", name="Mark all as read"))
     tab.wait_for_url("**/dashboard/notifications?done=notifications-read")
     assert bell.inner_text() == "0 unread"
     assert tab.locator("#notifications tbody tr.unread").count() == 0
     checked["notifications, all read"] = serious_violations(tab, axe_source)
 
-    tab.get_by_role("link", name="Notification settings").click()
+    follow(tab.get_by_role("link", name="Notification settings"))
     checked["notification settings"] = serious_violations(tab, axe_source)
     tab.get_by_label("Your time zone").fill("localtime")
-    tab.get_by_role("button", name="Save the settings").click()
+    follow(tab.get_by_role("button", name="Save the settings"))
     assert by_id(tab, "time_zone-error").text_content().startswith("Error: not an IANA")
     checked["notification settings with errors"] = serious_violations(tab, axe_source)
     tab.get_by_label("Your time zone").fill("Europe/Dublin")
     tab.get_by_label("Send me reminders by email").uncheck()
-    tab.get_by_role("button", name="Save the settings").click()
+    follow(tab.get_by_role("button", name="Save the settings"))
     tab.wait_for_url("**?done=preferences-saved")
     assert not tab.get_by_label("Send me reminders by email").is_checked()
     assert tab.get_by_label("Your time zone").input_value() == "Europe/Dublin"
@@ -225,24 +226,24 @@ def test_a_supervisor_keeps_the_agencys_reminder_rules(tab, server, axe_source,
     sign_in(tab, server.create_user("supervisor", "Morgan Fictional-Supervisor"))
     enrol_mfa(tab)
     tab.goto("/dashboard/notification-settings")
-    tab.get_by_role("link", name="The agency's reminder rules and lead times").click()
+    follow(tab.get_by_role("link", name="The agency's reminder rules and lead times"))
     assert tab.title() == "Reminder rules — advocase"
     checked["reminder rules"] = serious_violations(tab, axe_source)
     by_id(tab, "court_date.lead_days").fill("7, soon")
-    tab.get_by_role("button", name="Save the rules").click()
+    follow(tab.get_by_role("button", name="Save the rules"))
     assert by_id(tab, "court_date.lead_days-error").text_content().startswith(
         "Error: whole numbers")
     checked["reminder rules with errors"] = serious_violations(tab, axe_source)
     by_id(tab, "court_date.lead_days").fill("10, 2")
     tab.get_by_label("The agency's time zone").fill("America/Denver")
-    tab.get_by_role("button", name="Save the rules").click()
+    follow(tab.get_by_role("button", name="Save the rules"))
     tab.wait_for_url("**/dashboard/reminder-rules?done=rules-saved")
     assert by_id(tab, "court_date.lead_days").input_value() == "10, 2"
 
-    tab.get_by_role("navigation", name="Main").get_by_role("link", name="My day").click()
+    follow(tab.get_by_role("navigation", name="Main").get_by_role("link", name="My day"))
     assert "America/Denver" in tab.locator(".lead").inner_text()
     tab.get_by_label("Show").select_option("all")
-    tab.get_by_role("button", name="Show", exact=True).click()
+    follow(tab.get_by_role("button", name="Show", exact=True))
     tab.wait_for_url("**/dashboard/my-day?view=all")
     checked["my day, everything within reach"] = serious_violations(tab, axe_source)
     assert {name: found for name, found in checked.items() if found} == {}

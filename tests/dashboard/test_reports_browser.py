@@ -21,6 +21,7 @@ import pytest
 from tests.dashboard.browser import (
     Server,
     enrol_mfa,
+    follow,
     running_server,
     serious_violations,
     sign_in,
@@ -98,14 +99,14 @@ def test_an_advocate_requests_watches_downloads_and_verifies_a_court_summary(
     client_id = seed_client(server, email)
     sign_in(tab, email)
     tab.goto(f"/dashboard/clients/{client_id}")
-    tab.get_by_role("navigation", name="Case file").get_by_role(
-        "link", name="Prepare a court summary").click()
+    follow(tab.get_by_role("navigation", name="Case file").get_by_role(
+        "link", name="Prepare a court summary"))
     checked["request form"] = serious_violations(tab, axe_source)
     assert "Sasha" not in tab.title()
 
     # Nothing chosen: the form says so by the incidents, and keeps what was typed.
     by_id(tab, "cover.court").fill("Fictional County Family Court")
-    tab.get_by_role("button", name="Prepare the court summary").click()
+    follow(tab.get_by_role("button", name="Prepare the court summary"))
     assert tab.get_by_role("alert").is_visible()
     assert by_id(tab, "incident_ids-error").is_visible()
     assert by_id(tab, "cover.court").input_value() == "Fictional County Family Court"
@@ -120,7 +121,7 @@ def test_an_advocate_requests_watches_downloads_and_verifies_a_court_summary(
     by_id(tab, "cover.case_number").fill("FC-2026-0456")
     by_id(tab, "cover.parties.0.role").fill("Petitioner")
     by_id(tab, "cover.parties.0.from_record").select_option("client_legal_name")
-    tab.get_by_role("button", name="Prepare the court summary").click()
+    follow(tab.get_by_role("button", name="Prepare the court summary"))
     tab.wait_for_url("**/dashboard/reports/*")
     assert "Sasha" not in tab.url and "Sasha" not in tab.title()
     report_url = tab.url
@@ -135,7 +136,7 @@ def test_an_advocate_requests_watches_downloads_and_verifies_a_court_summary(
     assert tab.locator("#report-status").inner_text() == "Ready"
     ready = tab.locator("#report-ready")
     ready.wait_for(state="visible")
-    ready.get_by_role("link").click()
+    follow(ready.get_by_role("link"))
     assert tab.url == report_url
     checked["report page, ready"] = serious_violations(tab, axe_source)
 
@@ -149,13 +150,13 @@ def test_an_advocate_requests_watches_downloads_and_verifies_a_court_summary(
     bundle_download.value.save_as(bundle)
     assert bundle.read_bytes().startswith(b"PK\x03\x04")
 
-    tab.get_by_role("navigation", name="Main").get_by_role("link", name="Reports").click()
+    follow(tab.get_by_role("navigation", name="Main").get_by_role("link", name="Reports"))
     checked["your reports"] = serious_violations(tab, axe_source)
     assert tab.locator(f'a[href="{report_url.removeprefix(server.url)}"]').count() == 1
-    tab.get_by_role("link", name="check a report file").click()
+    follow(tab.get_by_role("link", name="check a report file"))
     checked["verify page"] = serious_violations(tab, axe_source)
     tab.get_by_label("The file to check").set_input_files(str(bundle))
-    tab.get_by_role("button", name="Check the file").click()
+    follow(tab.get_by_role("button", name="Check the file"))
     verdict = tab.locator("#verify-verdict")
     assert verdict.inner_text().startswith(
         "Verified: this is exactly what advocase produced, and every exhibit matches")
@@ -171,15 +172,15 @@ def test_a_supervisor_asks_for_the_funder_report_watches_it_and_downloads_the_cs
     sign_in(tab, server.create_user("supervisor", "Jordan Fictional-Supervisor"))
     enrol_mfa(tab)
     tab.goto("/dashboard")
-    tab.get_by_role("navigation", name="Main").get_by_role("link", name="Reports").click()
-    tab.get_by_role("link", name="Ask for a funder report").click()
+    follow(tab.get_by_role("navigation", name="Main").get_by_role("link", name="Reports"))
+    follow(tab.get_by_role("link", name="Ask for a funder report"))
     checked["funder form"] = serious_violations(tab, axe_source)
 
     # A period that ends before it starts: said by the field, what was typed kept.
     today = date.today()
     by_id(tab, "period.start").fill(today.isoformat())
     by_id(tab, "period.end").fill((today - timedelta(days=90)).isoformat())
-    tab.get_by_role("button", name="Ask for the funder report").click()
+    follow(tab.get_by_role("button", name="Ask for the funder report"))
     assert tab.get_by_role("alert").is_visible()
     assert by_id(tab, "period.start-error").is_visible()
     assert by_id(tab, "period.start").input_value() == today.isoformat()
@@ -188,7 +189,7 @@ def test_a_supervisor_asks_for_the_funder_report_watches_it_and_downloads_the_cs
     by_id(tab, "period.start").fill((today - timedelta(days=90)).isoformat())
     by_id(tab, "period.end").fill(today.isoformat())
     tab.get_by_label("A row for each month").check()
-    tab.get_by_role("button", name="Ask for the funder report").click()
+    follow(tab.get_by_role("button", name="Ask for the funder report"))
     tab.wait_for_url("**/dashboard/reports/*")
     assert "Funder report" in tab.title()
     report_url = tab.url
@@ -197,7 +198,7 @@ def test_a_supervisor_asks_for_the_funder_report_watches_it_and_downloads_the_cs
     assert tab.locator("#report-status").inner_text() == "Ready"
     ready = tab.locator("#report-ready")
     ready.wait_for(state="visible")
-    ready.get_by_role("link").click()
+    follow(ready.get_by_role("link"))
     checked["funder report, ready"] = serious_violations(tab, axe_source)
     assert tab.locator("#download-bundle").count() == 0
 
@@ -207,7 +208,7 @@ def test_a_supervisor_asks_for_the_funder_report_watches_it_and_downloads_the_cs
     assert content.startswith("table,row,column,value\r\n")
     assert "clients_served,Total,Clients served," in content
 
-    tab.get_by_role("navigation", name="Main").get_by_role("link", name="Reports").click()
+    follow(tab.get_by_role("navigation", name="Main").get_by_role("link", name="Reports"))
     link = tab.locator(f'a[href="{report_url.removeprefix(server.url)}"]')
     assert "Fictional Harbour Shelter — funder report" in link.inner_text()
     checked["your reports with a funder report"] = serious_violations(tab, axe_source)
