@@ -48,10 +48,13 @@ def run_migrations(revision: str = "head") -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     from app.db import get_engine
+    from workers.embedded_broker import prepare_embedded_broker
 
     settings = get_settings()
     settings.ensure_dirs()
     command.upgrade(alembic_config(str(settings.database_url)), revision)
+    # Before the API, workers and beat start together on it (see the module).
+    prepare_embedded_broker(settings)
     with get_engine(settings).connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
@@ -97,6 +100,9 @@ def serve(host: str, port: int, workers: int) -> None:
             "ADVOCASE_RATE_LIMIT_URL (or use a Redis ADVOCASE_BROKER_URL)")
     # Before any API process imports prometheus_client: they all write their metrics here.
     prepare_multiprocess_dir(settings, API_SUBDIR)
+    from workers.embedded_broker import prepare_embedded_broker
+
+    prepare_embedded_broker(settings)
     uvicorn.run(
         "app.asgi:app_factory",
         factory=True,
@@ -124,6 +130,9 @@ def worker(concurrency: int | None, pool: str, hostname: str | None) -> None:
     # Before Celery forks its children (and before prometheus_client is imported).
     prepare_multiprocess_dir(settings, WORKER_SUBDIR)
     from workers.celery_app import celery_app
+    from workers.embedded_broker import prepare_embedded_broker
+
+    prepare_embedded_broker(settings)
 
     if settings.worker_metrics_port:
         from celery import signals
@@ -145,6 +154,9 @@ def beat() -> None:
     """Run Celery beat (exactly one per deployment)."""
     settings = _configure_logging("beat")
     from workers.celery_app import celery_app
+    from workers.embedded_broker import prepare_embedded_broker
+
+    prepare_embedded_broker(settings)
 
     celery_app.start(["beat", "--loglevel", settings.log_level])
 
