@@ -36,7 +36,13 @@ def prepare_embedded_broker(settings: Settings) -> bool:
     if not url.startswith("sqla+"):
         return False
     settings.ensure_dirs()
-    name = settings.task_queue
+    declare_queue(url, settings.task_queue, settings)
+    return True
+
+
+def declare_queue(url: str, name: str, settings: Settings | None = None) -> None:
+    """Create the tables of the embedded broker at ``url`` and the row of queue ``name``,
+    whichever process gets there first."""
     engine = create_db_engine(url[len("sqla+"):], settings)
     try:
         for attempt in range(1, ATTEMPTS + 1):
@@ -47,7 +53,7 @@ def prepare_embedded_broker(settings: Settings) -> bool:
                 # kombu swallows an OperationalError on the insert's commit (a locked
                 # file), so the row is looked for rather than assumed.
                 if _queue_exists(engine, name):
-                    return True
+                    return
             except (IntegrityError, OperationalError):
                 if attempt == ATTEMPTS:
                     raise

@@ -40,6 +40,7 @@ from app.reports.schemas import CourtSummaryCreate
 from tests.reports.conftest import Case, seed_case
 from tests.support import services
 from workers.celery_app import PING_TASK, REPORT_BUILD_TASK, create_celery
+from workers.embedded_broker import declare_queue
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -54,6 +55,8 @@ class Workers:
     def start(self, queue: str, name: str, *, env: dict[str, str] | None = None,
               log: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
         """A worker process in a process group of its own (kill -9 takes its pool too)."""
+        # The queue is made here, so this process and the worker never race to create it.
+        declare_queue(self.env["ADVOCASE_BROKER_URL"], queue)
         process = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "app.cli", "worker", "--concurrency", "1",
              "--hostname", f"{name}-{uuid.uuid4().hex[:8]}@localhost"],

@@ -34,6 +34,7 @@ from tests.webhooks.conftest import (
 from tests.workers.test_real_worker import PROJECT, RunningWorker, worker  # noqa: F401
 from workers import tasks
 from workers.celery_app import PING_TASK
+from workers.embedded_broker import declare_queue
 
 # The worker processes deliver to the loopback receiver over http.
 RELAXED = {"ADVOCASE_WEBHOOK_ALLOW_HTTP": "true", "ADVOCASE_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true"}
@@ -66,6 +67,10 @@ class Victim:
             "ADVOCASE_DATABASE_URL": str(settings.database_url),
             "ADVOCASE_LOG_LEVEL": "WARNING",
         }
+        broker = str(survivor.app.conf.broker_url)
+        if broker.startswith("sqla+"):
+            # Made here, so this process and the worker never race to create it.
+            declare_queue(broker, self.queue)
         self.process = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "app.cli", "worker", "--concurrency", "1",
              "--hostname", self.hostname],

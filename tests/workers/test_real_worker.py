@@ -26,6 +26,7 @@ from app.db import create_db_engine, unit_of_work
 from app.system.models import WorkerHeartbeat
 from tests.support import services
 from workers.celery_app import HEARTBEAT_TASK, PING_TASK, create_celery
+from workers.embedded_broker import prepare_embedded_broker
 from workers.tasks import purge_delivered_messages
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -55,6 +56,8 @@ def worker(request, engine: Engine, settings, tmp_path_factory) -> Iterator[Runn
         broker = backend = services.REDIS_URL
     overrides = {"broker_url": broker, "result_backend": backend, "task_queue": queue}
     app = create_celery(settings.model_copy(update=overrides))
+    # Made here, so this process and the worker never race to create it.
+    prepare_embedded_broker(settings.model_copy(update=overrides))
     hostname = f"test-{request.param}-{uuid.uuid4().hex[:8]}@localhost"
     env = os.environ | {
         "ADVOCASE_BROKER_URL": broker,
