@@ -55,9 +55,10 @@ def worker(request, engine: Engine, settings, tmp_path_factory) -> Iterator[Runn
         services.require_redis()
         broker = backend = services.REDIS_URL
     overrides = {"broker_url": broker, "result_backend": backend, "task_queue": queue}
-    app = create_celery(settings.model_copy(update=overrides))
+    worker_settings = settings.model_copy(update=overrides)
+    app = create_celery(worker_settings)
     # Made here, so this process and the worker never race to create it.
-    prepare_embedded_broker(settings.model_copy(update=overrides))
+    prepare_embedded_broker(worker_settings)
     hostname = f"test-{request.param}-{uuid.uuid4().hex[:8]}@localhost"
     env = os.environ | {
         "ADVOCASE_BROKER_URL": broker,
