@@ -45,7 +45,7 @@ from sqlmodel import Session  # noqa: E402
 
 from app.db import get_engine  # noqa: E402
 from app.settings import Settings, get_settings  # noqa: E402
-from tests.support.apps import bind_to_session  # noqa: E402
+from tests.support.apps import bind_to_session, bound_unit_of_work  # noqa: E402
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -154,13 +154,4 @@ def sent_tasks() -> Iterator[list[tuple[str, list[Any]]]]:
 @pytest.fixture
 def bound_work(db: Session) -> Callable[..., Any]:
     """A unit of work inside the test's transaction: what a worker or command would open."""
-    from contextlib import contextmanager
-
-    from app.db import committing
-
-    @contextmanager
-    def work(engine: Any = None, *, reading: bool = False) -> Iterator[Session]:
-        with committing(db):
-            yield db
-
-    return work
+    return bound_unit_of_work(db)

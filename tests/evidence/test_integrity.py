@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -18,7 +16,7 @@ from sqlmodel import Session
 
 from app.clients import service as clients_service
 from app.core.audit import AuditEvent
-from app.db import committing, utcnow
+from app.db import utcnow
 from app.evidence import service
 from app.notifications import service as notifications
 from app.notifications.models import Notification
@@ -27,16 +25,11 @@ from tests.evidence.conftest import jpeg, make_incident, stored_files, uploaded
 
 
 @pytest.fixture
-def tasks(db: Session, monkeypatch: pytest.MonkeyPatch):
+def tasks(bound_work, monkeypatch: pytest.MonkeyPatch):
     """The real task module, its units of work bound to the test's session."""
     from workers import tasks as module
 
-    @contextmanager
-    def unit_of_work(engine: Any = None, *, reading: bool = False) -> Iterator[Session]:
-        with committing(db):
-            yield db
-
-    monkeypatch.setattr(module, "unit_of_work", unit_of_work)
+    monkeypatch.setattr(module, "unit_of_work", bound_work)
     return module
 
 

@@ -5,8 +5,6 @@ change of the org's rules reaches every reminder through a worker task."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -163,14 +161,9 @@ def test_high_risk_with_no_contact_since_is_due_and_a_contact_moves_it(
 
 
 def test_changing_the_rules_resyncs_every_reminder_of_the_org(db: Session, monkeypatch,
-                                                              sent_tasks) -> None:
+                                                              sent_tasks, bound_work) -> None:
     """The task runs here, its units of work inside the test's transaction (nothing is
     committed for real: other tests count rows)."""
-
-    @contextmanager
-    def bound_work(engine: Any = None, *, reading: bool = False) -> Iterator[Session]:
-        with committing(db):
-            yield db
 
     monkeypatch.setattr(tasks, "unit_of_work", bound_work)
     agency = make_agency(db)

@@ -8,7 +8,6 @@ import io
 import json
 import os
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from sqlmodel import Session
 
-from app.db import committing
 from app.evidence.models import Evidence
 from tests.reports.conftest import Case, alter_one_byte
 
@@ -207,16 +205,11 @@ def test_verification_still_works_after_the_files_expired(client, case: Case, ma
     assert verify(client, case, made["bundle"])["ok"] is True
 
 
-def test_the_command_line_verifies_a_file(made, db: Session, tmp_path, monkeypatch) -> None:
+def test_the_command_line_verifies_a_file(made, tmp_path, monkeypatch, bound_work) -> None:
     from app import cli
     from app import db as app_db
 
-    @contextmanager
-    def bound(engine: Any = None, *, reading: bool = False):
-        with committing(db):
-            yield db
-
-    monkeypatch.setattr(app_db, "unit_of_work", bound)
+    monkeypatch.setattr(app_db, "unit_of_work", bound_work)
     good = tmp_path / "report.zip"
     good.write_bytes(made["bundle"])
     bad = tmp_path / "changed.pdf"
