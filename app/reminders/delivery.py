@@ -4,11 +4,10 @@
    each ``queued_until`` the message expires; later sweeps leave it alone until then, or
    until a claim consumed the message (a claim clears the mark), so a backlog is queued
    once, not once per sweep.
-2. ``claim_reminder`` takes one atomically — ``SELECT … FOR UPDATE SKIP LOCKED`` on
-   PostgreSQL, and a conditional ``UPDATE … WHERE state = <seen> AND attempts = <seen>``
-   on both — and leases it until ``claimed_until``; the caller commits. A second beat, a
-   duplicate message or a redelivered one finds nothing to claim. A killed worker's lease
-   runs out and the next sweep enqueues the reminder again.
+2. ``claim_reminder`` takes one atomically — one conditional ``UPDATE`` whose conditions
+   are the claimable ones — and leases it until ``claimed_until``; the caller commits. A
+   second beat, a duplicate message or a redelivered one finds nothing to claim. A killed
+   worker's lease runs out and the next sweep enqueues the reminder again.
 3. ``record_delivery`` writes, per (reminder, round, channel), one ``ReminderDelivery`` row:
    the in-app notification in the same transaction as its row (exactly once by the unique
    key), the email row as ``sending`` (or ``waiting`` for quiet hours / the digest).
@@ -159,14 +158,17 @@ def claim_reminder(db: Session, reminder_id: UUID, *, now: datetime | None = Non
     """Take one due reminder for delivery, atomically; None if it is not due, is held by
     another worker's live lease, or was taken a moment ago. The caller commits.
 
-    One statement: an UPDATE whose conditions are the claimable ones, so of two claimers
-    only the first matches (SQLite runs writers one at a time; on PostgreSQL the row is
-    picked with ``FOR UPDATE SKIP LOCKED``, so a second claimer skips it at once instead
-    of waiting for the first one's commit)."""
+    One statement: an UPDATE whose conditions are the claimable ones. Of two claimers the
+    second waits for the first one's commit, then finds the conditions no longer hold
+    (PostgreSQL checks them again on the row as committed; SQLite runs writers one at a
+    time). A row another transaction holds is waited for, never skipped: the message that
+    asked for this claim is spent either way, so a claim that gave up on a due reminder
+    would leave it to wait out ``QUEUE_TTL`` before a sweep sent it again. (Two sweeps at
+    once hold rows like that on PostgreSQL: the second locks again the rows the first has
+    just marked, until it commits.)"""
     now = now or utcnow()
     token = secrets.token_urlsafe(24)
-    postgresql = db.get_bind().dialect.name == "postgresql"
-    row = db.connection().execute(_claim_statement(postgresql), {
+    row = db.connection().execute(_claim_statement(), {
         "reminder_id": reminder_id, "now": now, "token": token,
         "lease": now + LEASE}).first()
     if row is None:
@@ -176,16 +178,13 @@ def claim_reminder(db: Session, reminder_id: UUID, *, now: datetime | None = Non
 
 
 @functools.cache
-def _claim_statement(postgresql: bool) -> Any:
+def _claim_statement() -> Any:
     """The claim, built once: building this statement costs more than running it, and a
     storm of reminders is mostly this path (Core, not the ORM, for the same reason).
     Parameters: reminder_id, now, token, lease."""
-    now, reminder_id = sa.bindparam("now"), sa.bindparam("reminder_id")
-    target: Any = _R.id == reminder_id
-    if postgresql:
-        target = _R.id == (sa.select(_R.id).where(_R.id == reminder_id, _claimable(now))
-                           .with_for_update(skip_locked=True).scalar_subquery())
-    return (sa.update(_R.__table__).where(target, _claimable(now))
+    now = sa.bindparam("now")
+    return (sa.update(_R.__table__).where(_R.id == sa.bindparam("reminder_id"),
+                                          _claimable(now))
             .values(state=ReminderState.sending, claim_token=sa.bindparam("token"),
                     claimed_until=sa.bindparam("lease"), attempts=_R.attempts + 1,
                     queued_until=None)  # its message is consumed
