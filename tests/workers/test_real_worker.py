@@ -67,11 +67,14 @@ def worker(request, engine: Engine, settings, tmp_path_factory) -> Iterator[Runn
         "ADVOCASE_DATABASE_URL": str(settings.database_url),
         "ADVOCASE_LOG_LEVEL": "WARNING",
     }
-    process = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "app.cli", "worker", "--concurrency", "1",
-         "--hostname", hostname],
-        cwd=PROJECT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    # Its log goes to a file in the test's folder, read after a failure: a pipe that
+    # nobody reads would stop the worker once its warnings filled the pipe's buffer.
+    with (folder / "worker.log").open("wb") as log_file:
+        process = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "app.cli", "worker", "--concurrency", "1",
+             "--hostname", hostname],
+            cwd=PROJECT, env=env, stdout=subprocess.DEVNULL, stderr=log_file,
+        )
     running = RunningWorker(app, process, hostname, broker)
     try:
         running.ping(timeout=60)
