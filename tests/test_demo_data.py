@@ -54,15 +54,11 @@ class Filled:
 def filled(request, tmp_path_factory) -> Iterator[Filled]:
     """An empty, migrated database of its own, filled once by demo-data."""
     folder = tmp_path_factory.mktemp(f"demo-{request.param}")
-    with services.own_database(request.param, folder, "demo") as url:
-        engine = create_db_engine(url)
-        try:
-            with unit_of_work(engine) as db:
-                assert db.scalar(sa.select(sa.func.count()).select_from(Org)) == 0
-                summary = demo.fill_demo_agency(db, seed=SEED)
-            yield Filled(request.param, engine, summary)
-        finally:
-            engine.dispose()
+    with services.own_engine(request.param, folder, "demo") as engine:
+        with unit_of_work(engine) as db:
+            assert db.scalar(sa.select(sa.func.count()).select_from(Org)) == 0
+            summary = demo.fill_demo_agency(db, seed=SEED)
+        yield Filled(request.param, engine, summary)
 
 
 def count(engine: Engine, model: type, *where: object) -> int:

@@ -31,7 +31,7 @@ from app.core import deferred, keys
 from app.core.audit import AuditEvent
 from app.core.errors import NotFound
 from app.core.key_models import ClientDataKey, KeyRotation, OrgKeyset
-from app.db import create_db_engine, unit_of_work
+from app.db import unit_of_work
 from app.identity.models import Org
 from app.settings import ConfigurationError
 from tests.support import services
@@ -580,13 +580,9 @@ def test_rotating_twice_and_every_org(db: Session) -> None:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def own_database(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
     """A migrated database of its own, which tasks and concurrent units of work commit to."""
-    with services.own_database(request.param, tmp_path, "keys") as url:
-        engine = create_db_engine(url)
+    with services.own_engine(request.param, tmp_path, "keys") as engine:
         monkeypatch.setattr(app.db, "get_engine", lambda settings=None: engine)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
+        yield engine
 
 
 def test_concurrent_first_uses_agree_on_one_org_keyset_and_one_client_key(

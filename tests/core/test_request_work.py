@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from app.clients.models import Client
 from app.core.audit import AuditEvent
 from app.dashboard.auth import SESSION_COOKIE
-from app.db import UnitOfWorkRoute, create_db_engine, unit_of_work
+from app.db import UnitOfWorkRoute, unit_of_work
 from app.identity import web_sessions
 from app.main import create_app
 from tests.support import services
@@ -41,16 +41,12 @@ def test_every_route_finishes_its_own_unit_of_work(app) -> None:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def live(request, tmp_path, settings) -> Iterator[tuple[TestClient, sa.Engine]]:
-    with services.own_database(request.param, tmp_path, "request_work") as url:
-        engine = create_db_engine(url)
+    with services.own_engine(request.param, tmp_path, "request_work") as engine:
         app = create_app(settings)
         app.state.engine = engine  # the production path, on this test's own database
-        try:
-            with TestClient(app, raise_server_exceptions=False,
-                            follow_redirects=False) as client:
-                yield client, engine
-        finally:
-            engine.dispose()
+        with TestClient(app, raise_server_exceptions=False,
+                        follow_redirects=False) as client:
+            yield client, engine
 
 
 def _session_begins(engine: sa.Engine) -> Iterator[list[object]]:

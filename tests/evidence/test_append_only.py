@@ -9,7 +9,6 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from app.db import create_db_engine
 from app.evidence.models import CustodyEvent, Evidence
 from tests.consents.factories import make_client
 from tests.evidence.conftest import make_incident
@@ -19,12 +18,8 @@ from tests.support.identity import make_org, make_user
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request, tmp_path):
-    with services.own_database(request.param, tmp_path, "evidence_append_only") as url:
-        engine = create_db_engine(url)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
+    with services.own_engine(request.param, tmp_path, "evidence_append_only") as engine:
+        yield engine
 
 
 REFUSED = [

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from app.core.access import Actor
-from app.db import create_db_engine, session_factory
+from app.db import session_factory
 from app.incidents import schemas, service
 from app.incidents.models import Incident, IncidentRevision, IncidentRevisionCategory
 from tests.consents.factories import make_client
@@ -56,26 +56,22 @@ def test_the_database_refuses_update_and_delete(db: Session, table: str) -> None
 def test_postgres_refuses_update_delete_and_truncate(tmp_path: Path) -> None:
     """Always on PostgreSQL, whatever the suite runs on (skipped locally without a server,
     a failure on CI)."""
-    with services.own_database("postgresql", tmp_path, "incidents_guard") as url:
-        engine = create_db_engine(url)
-        try:
-            with session_factory(engine)() as db:
-                record = _record(db)
-                db.commit()
-            for table in TABLES:
-                for statement in (CHANGES[table], f"DELETE FROM {table}",
-                                  f"TRUNCATE {table} CASCADE"):
-                    with pytest.raises(sa.exc.DBAPIError, match="append-only"), \
-                            engine.begin() as conn:
-                        conn.execute(sa.text(statement))
-            with engine.connect() as conn:
-                revisions = conn.execute(sa.select(IncidentRevision.__table__)).all()
-                assert [r.revision for r in sorted(revisions, key=lambda r: r.revision)] == [1, 2]
-                assert conn.scalar(sa.select(sa.func.count()).select_from(
-                    IncidentRevisionCategory)) == 4
-                assert conn.scalar(sa.select(Incident.__table__.c.id)) == record.incident.id
-        finally:
-            engine.dispose()
+    with services.own_engine("postgresql", tmp_path, "incidents_guard") as engine:
+        with session_factory(engine)() as db:
+            record = _record(db)
+            db.commit()
+        for table in TABLES:
+            for statement in (CHANGES[table], f"DELETE FROM {table}",
+                              f"TRUNCATE {table} CASCADE"):
+                with pytest.raises(sa.exc.DBAPIError, match="append-only"), \
+                        engine.begin() as conn:
+                    conn.execute(sa.text(statement))
+        with engine.connect() as conn:
+            revisions = conn.execute(sa.select(IncidentRevision.__table__)).all()
+            assert [r.revision for r in sorted(revisions, key=lambda r: r.revision)] == [1, 2]
+            assert conn.scalar(sa.select(sa.func.count()).select_from(
+                IncidentRevisionCategory)) == 4
+            assert conn.scalar(sa.select(Incident.__table__.c.id)) == record.incident.id
 
 
 def test_no_code_path_updates_or_deletes_incident_rows() -> None:

@@ -6,6 +6,7 @@ import socket
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email import message_from_bytes
 from email.message import Message
 from typing import Any
@@ -17,7 +18,9 @@ from sqlmodel import Session
 
 from app.clients import service as clients_service
 from app.core.access import Actor
+from app.db import utcnow
 from app.identity.models import Org, StaffUser
+from app.reminders.models import Reminder
 from tests.support.identity import make_org, make_user
 
 # Plainly fictional client data the emails must never carry.
@@ -29,6 +32,17 @@ NOTE = "Fictional narrative: the other party waited outside the school."
 
 def actor_of(user: StaffUser) -> Actor:
     return Actor(kind="user", id=user.id, org_id=user.org_id, role=user.role)
+
+
+def make_due_reminder(db: Session) -> Reminder:
+    """A fictional agency's one manual reminder, due a second ago (the caller commits)."""
+    org = make_org(db)
+    advocate = make_user(db, org, "advocate")
+    reminder = Reminder(org_id=org.id, assignee_id=advocate.id, kind="manual",
+                        due_at=utcnow() - timedelta(seconds=1), note="Fictional reminder")
+    db.add(reminder)
+    db.flush()
+    return reminder
 
 
 @dataclass

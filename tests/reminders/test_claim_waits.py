@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -19,34 +18,24 @@ from uuid import UUID
 import pytest
 import sqlalchemy as sa
 
-from app.db import create_db_engine, unit_of_work, utcnow
+from app.db import unit_of_work
 from app.reminders import delivery
 from app.reminders.models import Reminder
+from tests.reminders.conftest import make_due_reminder
 from tests.support import services
-from tests.support.identity import make_org, make_user
 
 HOLD_SECONDS = 0.5
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request, tmp_path: Path) -> Iterator[sa.Engine]:
-    with services.own_database(request.param, tmp_path, "claim_waits") as url:
-        made = create_db_engine(url)
-        try:
-            yield made
-        finally:
-            made.dispose()
+    with services.own_engine(request.param, tmp_path, "claim_waits") as made:
+        yield made
 
 
 def _due_reminder(engine: sa.Engine) -> UUID:
     with unit_of_work(engine) as db:
-        org = make_org(db)
-        advocate = make_user(db, org, "advocate")
-        reminder = Reminder(org_id=org.id, assignee_id=advocate.id, kind="manual",
-                            due_at=utcnow() - timedelta(seconds=1), note="Fictional reminder")
-        db.add(reminder)
-        db.flush()
-        return reminder.id
+        return make_due_reminder(db).id
 
 
 def _claim_in_thread(engine: sa.Engine, reminder_id: UUID) -> tuple[threading.Thread,

@@ -18,8 +18,7 @@ from app.db import unit_of_work, utcnow
 from app.notifications.models import Notification
 from app.reminders import delivery
 from app.reminders.models import Reminder, ReminderDelivery
-from tests.reminders.conftest import smtp_settings
-from tests.support.identity import make_org, make_user
+from tests.reminders.conftest import make_due_reminder, smtp_settings
 from workers import tasks
 
 
@@ -27,13 +26,8 @@ from workers import tasks
 def due_reminder(engine: Engine) -> Iterator[UUID]:
     """One reminder due a second ago, committed (the task runs its own transactions)."""
     with unit_of_work(engine) as db:
-        org = make_org(db)
-        advocate = make_user(db, org, "advocate")
-        reminder = Reminder(org_id=org.id, assignee_id=advocate.id, kind="manual",
-                            due_at=utcnow() - timedelta(seconds=1), note="Fictional reminder")
-        db.add(reminder)
-        db.flush()
-        org_id, reminder_id = org.id, reminder.id
+        reminder = make_due_reminder(db)
+        org_id, reminder_id = reminder.org_id, reminder.id
     yield reminder_id
     with unit_of_work(engine) as db:
         for table in (ReminderDelivery, Notification, Reminder):

@@ -12,7 +12,6 @@ from sqlmodel import Session
 
 from app.core.access import Actor
 from app.core.pagination import PageParams
-from app.db import create_db_engine
 from app.identity import service as identity
 from app.resources import service
 from app.resources.models import Resource
@@ -102,12 +101,8 @@ def test_search_and_filters_on_the_suite_database(db: Session, directory: Direct
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine_of(request, tmp_path: Path) -> Iterator[sa.Engine]:
     """A migrated database of each kind (on CI, a missing PostgreSQL fails the test)."""
-    with services.own_database(request.param, tmp_path, "resources") as url:
-        engine = create_db_engine(url)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
+    with services.own_engine(request.param, tmp_path, "resources") as engine:
+        yield engine
 
 
 def test_full_text_search_on_each_database(engine_of: sa.Engine) -> None:

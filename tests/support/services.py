@@ -118,6 +118,20 @@ def own_database(kind: str, folder: Path, name: str, *, migrate: bool = True) ->
             drop_postgres_database(url)
 
 
+@contextmanager
+def own_engine(kind: str, folder: Path, name: str) -> Iterator[sa.Engine]:
+    """An engine on a fresh, migrated database of its own (:func:`own_database`), disposed
+    before the database is dropped."""
+    from app.db import create_db_engine
+
+    with own_database(kind, folder, name) as url:
+        engine = create_db_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
 def require_redis(url: str = REDIS_URL) -> None:
     import redis
 

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from app.db import create_db_engine, unit_of_work, utcnow
+from app.db import unit_of_work, utcnow
 from app.webhooks import service, targets
 from app.webhooks.models import DeliveryState, WebhookAttempt, WebhookDelivery
 from tests.support import services
@@ -25,12 +25,8 @@ PUBLIC = "https://93.184.215.14/hooks/advocase"
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def own_engine(request, tmp_path) -> Iterator[Engine]:
-    with services.own_database(request.param, tmp_path, "webhook_claims") as url:
-        engine = create_db_engine(url)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
+    with services.own_engine(request.param, tmp_path, "webhook_claims") as engine:
+        yield engine
 
 
 def a_delivery(engine: Engine, sent_tasks: list) -> UUID:
@@ -115,12 +111,8 @@ def test_a_result_only_counts_for_the_claim_that_holds_the_delivery(
 
 @pytest.fixture
 def postgres_engine(tmp_path) -> Iterator[Engine]:
-    with services.own_database("postgresql", tmp_path, "webhook_locks") as url:
-        engine = create_db_engine(url)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
+    with services.own_engine("postgresql", tmp_path, "webhook_locks") as engine:
+        yield engine
 
 
 def test_postgresql_skips_a_delivery_another_worker_has_locked(
